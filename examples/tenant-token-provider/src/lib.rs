@@ -1,0 +1,157 @@
+//! `tenant-token-provider`: an example of a tenant's own token provider, for a token route that
+//! is not OAuth2. Build it, upload it as `acme-token`, and name it `tenant:acme-token` in a
+//! `bearer` step (see README.md).
+//!
+//! The route wants `POST <token_url>` with `content-type: application/json`, the header
+//! `x-tenant-key: <api_key>` and the body `{"clientId": "...", "clientSecret": "..."}`, and
+//! answers `{"result": {"auth": {"token": "...", "ttlSeconds": 300}}}`.
+//!
+//! Config (all strings, required, non-empty):
+//!
+//! ```json
+//! {
+//!   "token_url": "https://auth.acme.example/v2/session",
+//!   "client_id": "wasmhook",
+//!   "client_secret": "s3cret",
+//!   "api_key": "k-123"
+//! }
+//! ```
+//!
+//! `client_secret` and `api_key` are secrets: never logged nor put in an error. The host only
+//! lets the plugin reach the host of `token_url`. A 429 or 5xx answer, or an unreachable route,
+//! is transient (retried later); any other failure is permanent.
+
+use serde_json::{Map, Value, json};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "token-plugin",
+});
+
+use exports::wasmhook::plugin::token_provider::Guest;
+use wasmhook::plugin::outbound;
+use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request, Token};
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "tenant-token-provider",
+  "type": "object",
+  "properties": {
+    "token_url": {"type": "string", "format": "uri", "pattern": "^https?://", "description": "The tenant's token route."},
+    "client_id": {"type": "string", "minLength": 1, "description": "Client id."},
+    "client_secret": {"type": "string", "minLength": 1, "description": "Client secret (secret)."},
+    "api_key": {"type": "string", "minLength": 1, "description": "Tenant API key, sent as x-tenant-key (secret)."}
+  },
+  "required": ["token_url", "client_id", "client_secret", "api_key"],
+  "additionalProperties": false
+}"#;
+
+struct Config {
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+    api_key: String,
+}
+
+fn parse(config: &str) -> Result<Config, Error> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(config) else {
+        return Err(invalid("config", "must be a JSON object"));
+    };
+    let known = ["token_url", "client_id", "client_secret", "api_key"];
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(unknown, "unknown field"));
+    }
+    let token_url = required(&map, "token_url")?;
+    if !(token_url.starts_with("https://") || token_url.starts_with("http://"))
+        || token_url.contains(char::is_whitespace)
+    {
+        return Err(invalid("token_url", "must be an http:// or https:// URL"));
+    }
+    Ok(Config {
+        token_url,
+        client_id: required(&map, "client_id")?,
+        client_secret: required(&map, "client_secret")?,
+        api_key: required(&map, "api_key")?,
+    })
+}
+
+/// A required, non-empty string without control characters.
+fn required(map: &Map<String, Value>, field: &str) -> Result<String, Error> {
+    match map.get(field) {
+        None | Some(Value::Null) => Err(invalid(field, "is required")),
+        Some(Value::String(s)) if s.is_empty() => Err(invalid(field, "must not be empty")),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(invalid(field, "must not contain control characters"))
+        }
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+fn invalid(field: &str, why: &str) -> Error {
+    Error::InvalidConfig(format!("{field}: {why}"))
+}
+
+struct Provider;
+
+impl Guest for Provider {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "tenant-token-provider".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kind: Kind::TokenProvider,
+            summary: "Example: fetches a token from ACME's JSON token route.".to_string(),
+            config_schema: SCHEMA.to_string(),
+        }
+    }
+
+    fn validate(config: String) -> Result<(), Error> {
+        parse(&config).map(|_| ())
+    }
+
+    fn fetch_token(_ctx: Context, config: String) -> Result<Token, Error> {
+        let config = parse(&config)?;
+        let body = json!({"clientId": config.client_id, "clientSecret": config.client_secret});
+        let request = Request {
+            method: "POST".to_string(),
+            url: config.token_url,
+            headers: vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("accept".to_string(), "application/json".to_string()),
+                ("x-tenant-key".to_string(), config.api_key),
+            ],
+            body: body.to_string().into_bytes(),
+        };
+        let response = outbound::send(&request)
+            .map_err(|e| Error::Transient(format!("token route unreachable: {e}")))?;
+        // Only the status goes into errors: the answer could echo what we sent.
+        match response.status {
+            200..=299 => {}
+            429 | 500..=599 => {
+                return Err(Error::Transient(format!(
+                    "token route answered {}",
+                    response.status
+                )));
+            }
+            status => return Err(Error::Permanent(format!("token route answered {status}"))),
+        }
+        let answer: Value = serde_json::from_slice(&response.body)
+            .map_err(|_| Error::Permanent("token route answer is not JSON".to_string()))?;
+        let token = match answer.pointer("/result/auth/token") {
+            Some(Value::String(token)) if !token.is_empty() => token.clone(),
+            _ => {
+                return Err(Error::Permanent(
+                    "token route answer has no string result.auth.token".to_string(),
+                ));
+            }
+        };
+        Ok(Token {
+            value: token,
+            expires_in_seconds: answer
+                .pointer("/result/auth/ttlSeconds")
+                .and_then(Value::as_u64),
+        })
+    }
+}
+
+export!(Provider);

@@ -1,0 +1,149 @@
+//! Builds the Wasm guests (built-in plugins, the tenant example, the hostile test plugins) for
+//! `wasm32-wasip2` and exposes them to the host as generated constants.
+//!
+//! The guests live in their own cargo workspace (`plugins/Cargo.toml`), which also lists
+//! `examples/tenant-token-provider` and `tests/guests/*`. They are compiled by a nested
+//! `cargo build` with its **own target directory**: sharing the host's would deadlock on cargo's
+//! build-directory lock. The pattern is wasmtime's `crates/test-programs/artifacts/build.rs`.
+//!
+//! Generated (`$OUT_DIR/guests.rs`):
+//! - `BUILT_IN_PLUGINS: &[(&str, &[u8])]`: every crate under `plugins/`, embedded in the binary;
+//! - `GUEST_COMPONENTS: &[(&str, &str)]`: name and path of every guest component (tests and the
+//!   demo copy them into plugin directories or upload them).
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+
+    for watched in ["wit", "plugins", "examples/tenant-token-provider", "tests/guests"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=WASMHOOK_GUEST_TARGET_DIR");
+
+    let guest_target_dir = env::var_os("WASMHOOK_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| host_target_dir(&out_dir).join("wasm-guests"));
+
+    ensure_target_installed();
+    build_guests(&root, &guest_target_dir);
+
+    let artifacts = guest_target_dir.join(TARGET).join("release");
+    let built_in = crate_names(&root.join("plugins"));
+    let examples: Vec<String> = crate_names(&root.join("examples"))
+        .into_iter()
+        .filter(|name| {
+            // Only the Wasm examples are guest crates (they declare the guest workspace).
+            let manifest = root.join("examples").join(name).join("Cargo.toml");
+            fs::read_to_string(manifest).is_ok_and(|text| text.contains("../../plugins"))
+        })
+        .collect();
+    let mut others = crate_names(&root.join("tests/guests"));
+    others.extend(examples.iter().cloned());
+
+    let mut generated = String::from(
+        "/// Built-in plugins compiled from `plugins/`: (plugin name, component bytes).\n\
+         pub const BUILT_IN_PLUGINS: &[(&str, &[u8])] = &[\n",
+    );
+    for name in &built_in {
+        let path = artifact(&artifacts, name);
+        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", path.display()).unwrap();
+    }
+    generated.push_str(
+        "];\n\n/// Example components from `examples/` (the demo uploads them): (crate name, bytes).\n\
+         pub const EXAMPLE_COMPONENTS: &[(&str, &[u8])] = &[\n",
+    );
+    for name in &examples {
+        let path = artifact(&artifacts, name);
+        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", path.display()).unwrap();
+    }
+    generated.push_str(
+        "];\n\n/// Every guest component built from this repository: (crate name, path of the .wasm).\n\
+         pub const GUEST_COMPONENTS: &[(&str, &str)] = &[\n",
+    );
+    for name in built_in.iter().chain(&others) {
+        let path = artifact(&artifacts, name);
+        writeln!(generated, "    ({name:?}, {:?}),", path.display().to_string()).unwrap();
+    }
+    generated.push_str("];\n");
+    fs::write(out_dir.join("guests.rs"), generated).expect("write guests.rs");
+}
+
+/// `target/` of the host build, derived from `OUT_DIR` (`target/<profile>/build/<pkg>/out`).
+fn host_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.join("guest-build"))
+}
+
+/// Fails with the command to run when the Wasm target is missing, instead of a cryptic error.
+fn ensure_target_installed() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()));
+    if let Some(sysroot) = sysroot {
+        if !sysroot.join("lib/rustlib").join(TARGET).exists() {
+            panic!(
+                "\n\nwasmhook builds its plugins for {TARGET}, which is not installed.\n\
+                 Run: rustup target add {TARGET}\n\n"
+            );
+        }
+    }
+}
+
+fn build_guests(root: &Path, target_dir: &Path) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .args(["--workspace", "--release", "--locked", "--target", TARGET])
+        .env("CARGO_TARGET_DIR", target_dir)
+        // Flags meant for the host must not leak into the guests.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
+        .env_remove("CARGO_PRIMARY_PACKAGE")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    let status = cmd.status().expect("failed to run cargo for the Wasm guests");
+    assert!(
+        status.success(),
+        "building the Wasm guests failed (cargo build --manifest-path plugins/Cargo.toml --target {TARGET} --release)"
+    );
+}
+
+/// Names of the crates in the sub-directories of `dir` (each with a Cargo.toml), sorted.
+fn crate_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.path().join("Cargo.toml").is_file())
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn artifact(artifacts: &Path, crate_name: &str) -> PathBuf {
+    let path = artifacts.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.is_file(), "guest component {} was not built", path.display());
+    path
+}

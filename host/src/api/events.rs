@@ -1,0 +1,244 @@
+//! `/v1/tenants/{tenant}/events`: ingest (single and batch), and the deliveries and attempts of
+//! an event, with replay.
+//!
+//! An event is answered `202` only after it and its deliveries are committed. An
+//! `Idempotency-Key` header makes a repeat return the first answer instead of a second event.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::model::{Attempt, Delivery, EventSummary, new_id, now_unix, rfc3339};
+use crate::store::{IngestOutcome, NewEvent};
+
+/// Body of `POST .../events`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    /// Event type, e.g. `invoice.paid` (letters, digits, `.`, `_`, `-`, `:`; at most 200).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The resource the event is about (e.g. `{"type": "invoice", "id": "in_1"}`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub resource: serde_json::Value,
+    /// The event's data.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Body of `POST .../events/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvents {
+    /// The events, stored all or none.
+    pub events: Vec<CreateEvent>,
+}
+
+/// Answer for one accepted event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventAccepted {
+    /// `msg_…`: the event's id and the `webhook-id` of its deliveries.
+    pub id: String,
+    /// Deliveries created (one per subscribed endpoint).
+    pub deliveries: usize,
+}
+
+/// Answer of a batch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsAccepted {
+    /// One entry per event, in order.
+    pub events: Vec<EventAccepted>,
+}
+
+/// Letters, digits, `.`, `_`, `-`, `:`; 1-200 characters.
+pub fn valid_event_type(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 256)
+                .ok_or_else(|| ApiError::bad_request(Some("Idempotency-Key".into()), "must be 1-256 visible ASCII characters"))?;
+            Ok(Some(key.to_string()))
+        }
+    }
+}
+
+/// Builds the envelope and the deliveries of one event.
+fn prepare(state: &AppState, tenant: &str, event: CreateEvent, field: &str) -> Result<NewEvent, ApiError> {
+    if !valid_event_type(&event.event_type) {
+        return Err(ApiError::invalid(
+            format!("{field}type"),
+            "must be 1-200 characters of letters, digits, '.', '_', '-' and ':'",
+        ));
+    }
+    let resource = match event.resource {
+        serde_json::Value::Null => serde_json::json!({}),
+        v @ serde_json::Value::Object(_) => v,
+        _ => return Err(ApiError::invalid(format!("{field}resource"), "must be a JSON object")),
+    };
+    let data = match event.data {
+        serde_json::Value::Null => serde_json::json!({}),
+        v => v,
+    };
+    let id = new_id("msg");
+    let created_at = now_unix();
+    let envelope = serde_json::json!({
+        "id": id,
+        "type": event.event_type,
+        "created_at": rfc3339(created_at),
+        "resource": resource,
+        "data": data,
+    });
+    let body: Arc<[u8]> = serde_json::to_vec(&envelope).map_err(|e| ApiError::internal("encoding the envelope", e))?.into();
+    let endpoint_ids = state
+        .engine
+        .store
+        .directory()
+        .endpoints_of(tenant)
+        .iter()
+        .filter(|e| e.subscribes_to(&event.event_type))
+        .map(|e| e.id.clone())
+        .collect();
+    Ok(NewEvent { id, event_type: event.event_type, created_at, body, endpoint_ids })
+}
+
+async fn ingest(
+    state: &AppState,
+    tenant: &str,
+    events: Vec<NewEvent>,
+    key: Option<String>,
+    response: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    let count = events.len() as u64;
+    match state.engine.store.ingest(tenant, events, key, response).await? {
+        IngestOutcome::Created { response, deliveries } => {
+            state.engine.metrics.events_ingested.inc_by(count);
+            state.engine.dispatcher.enqueue(deliveries);
+            Ok(response)
+        }
+        IngestOutcome::Replayed(response) => Ok(response),
+    }
+}
+
+/// Accepts an event: answered once the event and its deliveries are durably stored.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/events", tag = "events", params(("tenant" = String, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the first answer")),
+    request_body = CreateEvent,
+    responses((status = 202, body = EventAccepted), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(event): ApiJson<CreateEvent>,
+) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
+    caller.tenant(&state, &tenant)?;
+    let key = idempotency_key(&headers)?;
+    let event = prepare(&state, &tenant, event, "")?;
+    let response = serde_json::to_value(EventAccepted { id: event.id.clone(), deliveries: event.endpoint_ids.len() })
+        .map_err(|e| ApiError::internal("encoding the answer", e))?;
+    let answer = ingest(&state, &tenant, vec![event], key, response).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(answer)))
+}
+
+/// Accepts many events in one transaction (all or none).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/events/batch", tag = "events", params(("tenant" = String, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the first answer")),
+    request_body = CreateEvents,
+    responses((status = 202, body = EventsAccepted), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_events_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(batch): ApiJson<CreateEvents>,
+) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
+    caller.tenant(&state, &tenant)?;
+    let key = idempotency_key(&headers)?;
+    let max = state.engine.config.api.max_batch_events;
+    if batch.events.is_empty() || batch.events.len() > max {
+        return Err(ApiError::invalid("events", format!("must hold 1 to {max} events")));
+    }
+    let mut events = Vec::with_capacity(batch.events.len());
+    for (i, event) in batch.events.into_iter().enumerate() {
+        events.push(prepare(&state, &tenant, event, &format!("events[{i}]."))?);
+    }
+    let accepted = EventsAccepted {
+        events: events.iter().map(|e| EventAccepted { id: e.id.clone(), deliveries: e.endpoint_ids.len() }).collect(),
+    };
+    let response = serde_json::to_value(accepted).map_err(|e| ApiError::internal("encoding the answer", e))?;
+    let answer = ingest(&state, &tenant, events, key, response).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(answer)))
+}
+
+/// One event with its envelope.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/events/{event}", tag = "events",
+    params(("tenant" = String, Path), ("event" = String, Path)),
+    responses((status = 200, body = EventSummary), (status = 404, body = ErrorBody)))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, event)): Path<(String, String)>,
+) -> Result<ApiJson<EventSummary>, ApiError> {
+    caller.tenant(&state, &tenant)?;
+    Ok(ApiJson(state.engine.store.event(&tenant, &event).await?))
+}
+
+/// The deliveries of an event (one per endpoint).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/events/{event}/deliveries", tag = "events",
+    params(("tenant" = String, Path), ("event" = String, Path)),
+    responses((status = 200, body = Vec<Delivery>), (status = 404, body = ErrorBody)))]
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, event)): Path<(String, String)>,
+) -> Result<ApiJson<Vec<Delivery>>, ApiError> {
+    caller.tenant(&state, &tenant)?;
+    Ok(ApiJson(state.engine.store.deliveries_of_event(&tenant, &event).await?))
+}
+
+/// The attempts of a delivery.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/events/{event}/deliveries/{delivery}/attempts", tag = "events",
+    params(("tenant" = String, Path), ("event" = String, Path), ("delivery" = String, Path)),
+    responses((status = 200, body = Vec<Attempt>), (status = 404, body = ErrorBody)))]
+pub async fn list_attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, event, delivery)): Path<(String, String, String)>,
+) -> Result<ApiJson<Vec<Attempt>>, ApiError> {
+    caller.tenant(&state, &tenant)?;
+    Ok(ApiJson(state.engine.store.attempts_of_delivery(&tenant, &event, &delivery).await?))
+}
+
+/// Replays a delivered or dead delivery now, with a fresh retry schedule.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/events/{event}/deliveries/{delivery}/retry", tag = "events",
+    params(("tenant" = String, Path), ("event" = String, Path), ("delivery" = String, Path)),
+    responses((status = 202, body = Delivery), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, event, delivery)): Path<(String, String, String)>,
+) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
+    caller.tenant(&state, &tenant)?;
+    let job = state.engine.store.requeue(&tenant, &event, &delivery).await?;
+    let answer = serde_json::json!({"id": job.delivery_id, "status": "pending", "attempts": job.attempts});
+    state.engine.dispatcher.enqueue([job]);
+    Ok((StatusCode::ACCEPTED, ApiJson(answer)))
+}

@@ -1,0 +1,121 @@
+//! The admin API (axum): tenants, endpoints, events, deliveries, plugins, keys and client
+//! certificates, plus `/healthz`, `/metrics`, `/.well-known/jwks.json` and `/openapi.json`.
+//!
+//! The OpenAPI document is generated from the handlers' annotations (utoipa), so it cannot drift
+//! from the code.
+
+mod auth;
+mod certificates;
+mod endpoints;
+pub mod error;
+mod events;
+mod keys;
+mod plugins;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{new_tenant_token, token_digest};
+
+use crate::engine::Engine;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wasmhook admin API", description = "Webhook delivery engine whose authentication and security methods are sandboxed WebAssembly components."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "tenants", description = "Customers that receive webhooks"),
+        (name = "endpoints", description = "Where and how a tenant receives webhooks"),
+        (name = "events", description = "Events, their deliveries and attempts"),
+        (name = "plugins", description = "Wasm plugins: built-in, operator and tenant-owned"),
+        (name = "keys", description = "JWS signing keys and mTLS client certificates"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("The operator's admin token or a tenant token")).build()),
+        );
+    }
+}
+
+/// The router of the whole API.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let max_body = engine.config.api.max_body_kib * 1024;
+    let state = AppState { engine };
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
+        .routes(routes!(endpoints::create_endpoint, endpoints::list_endpoints))
+        .routes(routes!(endpoints::get_endpoint, endpoints::update_endpoint, endpoints::delete_endpoint))
+        .routes(routes!(events::create_event))
+        .routes(routes!(events::create_events_batch))
+        .routes(routes!(events::get_event))
+        .routes(routes!(events::list_deliveries))
+        .routes(routes!(events::list_attempts))
+        .routes(routes!(events::retry_delivery))
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::list_tenant_plugins))
+        .routes(routes!(plugins::put_tenant_plugin, plugins::delete_tenant_plugin))
+        .routes(routes!(keys::jwks))
+        .routes(routes!(keys::list_keys))
+        .routes(routes!(keys::rotate_keys))
+        .routes(routes!(certificates::create_certificate, certificates::list_certificates))
+        .routes(routes!(certificates::get_certificate, certificates::delete_certificate))
+        .routes(routes!(certificates::upload_certificate))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .split_for_parts();
+    let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".into());
+    api.route(
+        "/openapi.json",
+        get(move || {
+            let body = openapi_json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    )
+    .layer(DefaultBodyLimit::max(max_body))
+    .with_state(state)
+}
+
+/// Liveness: the engine answers and its store accepts writes.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Healthy"), (status = 503, description = "The store is not writable")))]
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.store.flush().await {
+        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "queued": state.engine.dispatcher.queued(), "in_flight": state.engine.dispatcher.in_flight()}))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()}))),
+    }
+}
+
+/// Prometheus metrics: deliveries by outcome, attempt latency histogram, queue depth.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.engine.metrics.queue_depth.set(state.engine.dispatcher.queued() as i64);
+    state.engine.metrics.token_fetches.inner().store(state.engine.pipeline.tokens().fetch_count(), std::sync::atomic::Ordering::Relaxed);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.engine.metrics.render())
+}

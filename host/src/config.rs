@@ -1,0 +1,382 @@
+//! Engine configuration: defaults, overridden by a TOML file, overridden by environment variables
+//! and command-line flags (see `cli`).
+//!
+//! Every field has a default, so `wasmhook serve` runs with no file at all. Unknown keys in the
+//! file are an error naming the key, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names the key).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid {
+        /// The key, dotted (`delivery.retry_schedule`).
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the SQLite database, the tenant plugins and the compiled-code cache.
+    pub data_dir: PathBuf,
+    /// Address of the admin API.
+    pub listen: SocketAddr,
+    /// Operator token for the admin API. When unset, one is generated on first start and written
+    /// to `<data_dir>/admin-token` (mode 0600).
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+    /// Operator plugins directory, watched for `*.wasm` files. Default `<data_dir>/plugins`.
+    pub plugins_dir: Option<PathBuf>,
+    /// Delivery and retry behaviour.
+    pub delivery: DeliveryConfig,
+    /// Outbound HTTP.
+    pub http: HttpConfig,
+    /// Plugin sandbox and endpoint policy.
+    pub plugins: PluginsConfig,
+    /// Admin API limits.
+    pub api: ApiConfig,
+    /// Storage.
+    pub store: StoreConfig,
+    /// JWS signing keys.
+    pub keys: KeysConfig,
+}
+
+/// Delivery and retry behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Delays between attempts, e.g. `["5s", "5m", "30m", "2h", "5h", "10h", "10h"]` (Svix's);
+    /// one attempt plus one per entry, then the delivery is dead.
+    #[serde(with = "humantime_serde_vec")]
+    pub retry_schedule: Vec<Duration>,
+    /// Random spread applied to each delay, as a fraction (0.2 = ±20 %).
+    pub jitter: f64,
+    /// Longest `Retry-After` honoured on 429/503.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Attempts in flight across all endpoints.
+    pub max_in_flight: usize,
+    /// Attempts in flight per endpoint unless the endpoint sets `max_concurrency`.
+    pub endpoint_concurrency: usize,
+    /// Time allowed to establish a connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole attempt (connect, send, read the response).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Bytes of a response body read at most.
+    pub max_response_bytes: usize,
+    /// Bytes of the response body kept with each attempt.
+    pub response_snippet_bytes: usize,
+    /// How long shutdown waits for attempts in flight.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// Outbound HTTP policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Private, loopback and link-local destinations are refused unless their resolved address
+    /// falls in one of these networks (e.g. `["127.0.0.1/32"]`).
+    pub allow_cidrs: Vec<IpNet>,
+}
+
+/// Plugin sandbox limits and endpoint policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Wall-clock deadline of one plugin call (epoch interruption).
+    #[serde(with = "humantime_serde")]
+    pub call_deadline: Duration,
+    /// Linear memory one plugin instance may grow to, in MiB.
+    pub max_memory_mib: usize,
+    /// Largest body a plugin may return, in MiB.
+    pub max_body_mib: usize,
+    /// Every endpoint needs at least one authentication step and one security measure (mTLS or a
+    /// security step).
+    pub require_auth_and_security: bool,
+    /// Compiled-code cache directory (default `<data_dir>/cache`). Several engines on one machine
+    /// may share it: entries are keyed by the component's hash and the engine's settings.
+    pub cache_dir: Option<PathBuf>,
+    /// Default lifetime of a token whose route did not say (`expires_in`).
+    #[serde(with = "humantime_serde")]
+    pub default_token_lifetime: Duration,
+    /// Tokens are refreshed this long before they expire.
+    #[serde(with = "humantime_serde")]
+    pub token_refresh_margin: Duration,
+}
+
+/// Admin API limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest JSON request body, in KiB.
+    pub max_body_kib: usize,
+    /// Largest uploaded plugin, in MiB.
+    pub max_plugin_mib: usize,
+    /// Events accepted in one batch request.
+    pub max_batch_events: usize,
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Writes grouped into one transaction (and one fsync) at most.
+    pub max_batch: usize,
+    /// `FULL` (fsync on every commit, survives power loss) or `NORMAL` (survives a crash of the
+    /// process, not of the machine).
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous` setting.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Synchronous {
+    /// fsync the WAL on every commit.
+    Full,
+    /// fsync at checkpoints only.
+    Normal,
+}
+
+/// JWS signing keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Subject of the self-signed certificates published with the keys.
+    pub certificate_subject: String,
+    /// How long a retired key stays published in the JWKS.
+    #[serde(with = "humantime_serde")]
+    pub retired_key_lifetime: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            plugins_dir: None,
+            delivery: DeliveryConfig::default(),
+            http: HttpConfig::default(),
+            plugins: PluginsConfig::default(),
+            api: ApiConfig::default(),
+            store: StoreConfig::default(),
+            keys: KeysConfig::default(),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let h = |hours: u64| Duration::from_secs(hours * 3600);
+        Self {
+            retry_schedule: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(1800),
+                h(2),
+                h(5),
+                h(10),
+                h(10),
+            ],
+            jitter: 0.2,
+            max_retry_after: h(24),
+            max_in_flight: 512,
+            endpoint_concurrency: 32,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            max_response_bytes: 64 * 1024,
+            response_snippet_bytes: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { allow_cidrs: Vec::new() }
+    }
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            call_deadline: Duration::from_secs(2),
+            max_memory_mib: 64,
+            max_body_mib: 16,
+            require_auth_and_security: true,
+            cache_dir: None,
+            default_token_lifetime: Duration::from_secs(300),
+            token_refresh_margin: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { max_body_kib: 1024, max_plugin_mib: 32, max_batch_events: 1000 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { max_batch: 1024, synchronous: Synchronous::Full }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            certificate_subject: "wasmhook webhook signing".into(),
+            retired_key_lifetime: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+    }
+
+    /// Parses TOML over the defaults; the error names the key.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The operator plugins directory.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("wasmhook.sqlite3")
+    }
+
+    /// Checks ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        if !(0.0..1.0).contains(&self.delivery.jitter) {
+            return invalid("delivery.jitter", "must be at least 0 and below 1");
+        }
+        if self.delivery.max_in_flight == 0 {
+            return invalid("delivery.max_in_flight", "must be at least 1");
+        }
+        if self.delivery.endpoint_concurrency == 0 {
+            return invalid("delivery.endpoint_concurrency", "must be at least 1");
+        }
+        if self.delivery.request_timeout.is_zero() {
+            return invalid("delivery.request_timeout", "must be above zero");
+        }
+        if self.plugins.max_memory_mib == 0 || self.plugins.max_memory_mib > 4096 {
+            return invalid("plugins.max_memory_mib", "must be between 1 and 4096");
+        }
+        if self.plugins.call_deadline.is_zero() {
+            return invalid("plugins.call_deadline", "must be above zero");
+        }
+        if self.store.max_batch == 0 {
+            return invalid("store.max_batch", "must be at least 1");
+        }
+        if let Some(token) = &self.admin_token {
+            if token.len() < 16 {
+                return invalid("admin_token", "must be at least 16 characters");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `$XDG_DATA_HOME/wasmhook`, else `~/.local/share/wasmhook`, else `./wasmhook-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("wasmhook");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/share/wasmhook");
+    }
+    PathBuf::from("wasmhook-data")
+}
+
+/// `humantime_serde` for a `Vec<Duration>`.
+mod humantime_serde_vec {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(value: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(value.len()))?;
+        for d in value {
+            seq.serialize_element(&humantime::format_duration(*d).to_string())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+        let raw = Vec::<String>::deserialize(deserializer)?;
+        raw.iter()
+            .map(|s| {
+                humantime::parse_duration(s)
+                    .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration: {e}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_svix_schedule() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.delivery.retry_schedule.len(), 7);
+        assert_eq!(config.delivery.retry_schedule[0], Duration::from_secs(5));
+    }
+
+    #[test]
+    fn file_overrides_and_unknown_keys_are_named() {
+        let config = Config::from_toml(
+            "listen = \"127.0.0.1:9000\"\n[delivery]\nretry_schedule = [\"1s\", \"2m\"]\n[http]\nallow_cidrs = [\"127.0.0.1/32\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.delivery.retry_schedule, vec![Duration::from_secs(1), Duration::from_secs(120)]);
+        let err = Config::from_toml("[delivery]\nretry_shedule = []\n").unwrap_err();
+        assert!(err.contains("retry_shedule"), "{err}");
+        let err = Config::from_toml("[delivery]\nretry_schedule = [\"soon\"]\n").unwrap_err();
+        assert!(err.contains("soon"), "{err}");
+    }
+}

@@ -1,0 +1,33 @@
+//! wasmhook: a webhook delivery engine whose authentication and security methods are sandboxed
+//! WebAssembly components.
+//!
+//! Data flows one way: [`api`] → [`store`] → [`dispatch`] → [`pipeline`] (running [`plugins`]) →
+//! [`http`] → [`store`]. See the README's architecture section.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod dispatch;
+pub mod engine;
+pub mod http;
+pub mod jose;
+pub mod keys;
+pub mod metrics;
+pub mod model;
+pub mod mtls;
+pub mod pipeline;
+#[path = "plugins_stub.rs"]
+pub mod plugins;
+pub mod store;
+pub mod tls;
+
+/// Wasm components built from this repository by the build script.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+    /// Path of the guest component built from crate `name` (tests and the demo use these).
+    pub fn path(name: &str) -> Option<&'static str> {
+        GUEST_COMPONENTS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+    }
+}

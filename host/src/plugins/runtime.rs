@@ -1,0 +1,605 @@
+//! [`PluginRuntime`] (engine, linkers, limits) and [`LoadedPlugin`] (a compiled, checked
+//! component ready to be instantiated afresh for every call).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use super::allowed_hosts::allowed_hosts_from_config;
+use super::bindings::step::wasmhook::plugin::types as wit;
+use super::bindings::{convert_info, step, token};
+use super::cache::{self, CacheOutcome};
+use super::engine::{RuntimeLimits, build_engine, start_epoch_ticker};
+use super::error::{LoadError, PluginError, chain};
+use super::host_imports::{Linkers, StoreState};
+use super::services::{HostServices, NoHostServices};
+use super::traps;
+use super::types::{CallContext, HttpRequest, PluginInfo, PluginKind, Token};
+
+/// Extra wall-clock time a call may take beyond its CPU deadline, for awaiting the host's
+/// services (an outbound request, a token fetch). A call blocked longer than
+/// `call_deadline + WALL_CLOCK_ALLOWANCE` (in a host service, or in a WASI sleep, which the CPU
+/// deadline cannot see) is cancelled.
+pub const WALL_CLOCK_ALLOWANCE: Duration = Duration::from_secs(30);
+
+/// The world a component targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// `wasmhook:plugin/step-plugin`: authentication, security and transform steps.
+    StepPlugin,
+    /// `wasmhook:plugin/token-plugin`: token providers.
+    TokenPlugin,
+}
+
+impl World {
+    /// The world's WIT name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::StepPlugin => "step-plugin",
+            World::TokenPlugin => "token-plugin",
+        }
+    }
+
+    fn export(self) -> &'static str {
+        match self {
+            World::StepPlugin => "wasmhook:plugin/step@0.1.0",
+            World::TokenPlugin => "wasmhook:plugin/token-provider@0.1.0",
+        }
+    }
+
+    /// Interfaces of `wasmhook:plugin` the host provides to this world.
+    fn own_imports(self) -> &'static [&'static str] {
+        match self {
+            World::StepPlugin => &["types", "log", "jose", "tokens"],
+            World::TokenPlugin => &["types", "log", "outbound"],
+        }
+    }
+
+    /// Whether the host provides import `name` to components of this world.
+    fn provides(self, name: &str) -> bool {
+        const WASI: &[&str] = &[
+            "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/",
+            "wasi:sockets/",
+        ];
+        if let Some(rest) = name.strip_prefix("wasmhook:plugin/") {
+            let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            return version.starts_with("0.1.") && self.own_imports().contains(&iface);
+        }
+        WASI.iter().any(|p| name.starts_with(p)) && name.contains("@0.2.")
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) struct RuntimeInner {
+    engine: Engine,
+    linkers: Linkers,
+    limits: RuntimeLimits,
+    /// One permit per instance slot of the pool: calls beyond it wait instead of failing.
+    slots: Semaphore,
+}
+
+/// The plugin runtime: ONE Wasmtime engine (pooling allocator, epoch interruption), the linkers
+/// of the two worlds, and the limits applied to every call.
+pub struct PluginRuntime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+enum WorldPre {
+    Step(step::StepPluginPre<StoreState>),
+    Token(token::TokenPluginPre<StoreState>),
+}
+
+enum Op {
+    Info,
+    Validate(String),
+    Apply(wit::Context, String, wit::Request),
+    FetchToken(wit::Context, String),
+}
+
+enum Out {
+    Info(wit::PluginInfo),
+    Unit(Result<(), wit::Error>),
+    Request(Result<wit::Request, wit::Error>),
+    Token(Result<wit::Token, wit::Error>),
+}
+
+impl PluginRuntime {
+    /// Builds the engine (see [`super::engine`]), starts its epoch ticker and links both worlds.
+    pub fn new(limits: RuntimeLimits) -> Result<Arc<Self>, LoadError> {
+        let engine = build_engine(&limits)?;
+        start_epoch_ticker(&engine)?;
+        let linkers = Linkers::new(&engine)?;
+        let slots = Semaphore::new(limits.max_concurrent_instances as usize);
+        Ok(Arc::new(PluginRuntime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linkers,
+                limits,
+                slots,
+            }),
+        }))
+    }
+
+    /// The limits applied to every call.
+    pub fn limits(&self) -> &RuntimeLimits {
+        &self.inner.limits
+    }
+
+    /// The engine (for diagnostics).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Compiles `bytes` (or loads its compiled code from `cache_dir`), checks which world it
+    /// targets (refusing unknown imports, naming them) and smoke-calls `info()` under the call
+    /// limits.
+    pub async fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let engine = self.inner.engine.clone();
+        let plugin = name.to_string();
+        let owned = bytes.to_vec();
+        let dir = cache_dir.map(Path::to_path_buf);
+        let (sha256, compiled) = tokio::task::spawn_blocking(move || {
+            let sha256 = hex::encode(Sha256::digest(&owned));
+            let compiled = cache::load_or_compile(&engine, &plugin, &owned, &sha256, dir.as_deref());
+            (sha256, compiled)
+        })
+        .await
+        .map_err(|e| LoadError::Compile {
+            plugin: name.to_string(),
+            reason: format!("the compiler task failed: {e}"),
+        })?;
+        let compiled = compiled?;
+
+        let (world, pre) = self.inner.classify(name, &compiled.component)?;
+        let name_arc: Arc<str> = Arc::from(name);
+        let out = self
+            .inner
+            .invoke(&name_arc, &pre, Op::Info, None, Arc::new(NoHostServices), Vec::new())
+            .await
+            .map_err(|e| LoadError::InfoFailed {
+                plugin: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        let Out::Info(raw) = out else {
+            unreachable!("info() returns Out::Info")
+        };
+        let info = convert_info(raw).map_err(|reason| LoadError::InfoFailed {
+            plugin: name.to_string(),
+            reason,
+        })?;
+        let kind_fits = match world {
+            World::StepPlugin => info.kind.is_step(),
+            World::TokenPlugin => info.kind == PluginKind::TokenProvider,
+        };
+        if !kind_fits {
+            return Err(LoadError::InfoFailed {
+                plugin: name.to_string(),
+                reason: format!(
+                    "it says its kind is `{}` but it targets the {world} world",
+                    info.kind
+                ),
+            });
+        }
+        tracing::info!(
+            plugin = name,
+            sha256 = %sha256,
+            world = %world,
+            kind = %info.kind,
+            version = %info.version,
+            cache = ?compiled.outcome,
+            elapsed_ms = compiled.elapsed.as_millis() as u64,
+            "plugin loaded"
+        );
+        Ok(Arc::new(LoadedPlugin {
+            name: name_arc,
+            info,
+            sha256,
+            world,
+            pre,
+            cache: compiled.outcome,
+            compile_time: compiled.elapsed,
+            rt: self.inner.clone(),
+        }))
+    }
+}
+
+impl RuntimeInner {
+    /// Works out the world of `component` from its exports and pre-instantiates it with that
+    /// world's linker; unknown imports are named in the error.
+    fn classify(&self, name: &str, component: &Component) -> Result<(World, WorldPre), LoadError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports_world = |w: World| {
+            let prefix = w.export().split('@').next().unwrap_or_default();
+            exports
+                .iter()
+                .any(|e| e == w.export() || e.split('@').next() == Some(prefix))
+        };
+        let world = match (
+            exports_world(World::StepPlugin),
+            exports_world(World::TokenPlugin),
+        ) {
+            (true, false) => World::StepPlugin,
+            (false, true) => World::TokenPlugin,
+            (true, true) => {
+                return Err(LoadError::WrongWorld {
+                    plugin: name.to_string(),
+                    reason: "it exports both `wasmhook:plugin/step` and `wasmhook:plugin/token-provider`; a plugin targets exactly one world".into(),
+                    unknown_imports: Vec::new(),
+                });
+            }
+            (false, false) => {
+                let unknown: Vec<String> = imports
+                    .iter()
+                    .filter(|i| !World::StepPlugin.provides(i) && !World::TokenPlugin.provides(i))
+                    .cloned()
+                    .collect();
+                let mut reason = format!(
+                    "it exports neither `{}` (world step-plugin) nor `{}` (world token-plugin); its exports: [{}]",
+                    World::StepPlugin.export(),
+                    World::TokenPlugin.export(),
+                    exports.join(", ")
+                );
+                if !unknown.is_empty() {
+                    reason.push_str(&format!(
+                        "; it also imports what the host does not provide: {}",
+                        unknown.join(", ")
+                    ));
+                }
+                return Err(LoadError::WrongWorld {
+                    plugin: name.to_string(),
+                    reason,
+                    unknown_imports: unknown,
+                });
+            }
+        };
+        let linker = match world {
+            World::StepPlugin => &self.linkers.step,
+            World::TokenPlugin => &self.linkers.token,
+        };
+        let unknown: Vec<String> = imports
+            .iter()
+            .filter(|i| !world.provides(i))
+            .cloned()
+            .collect();
+        let wrong = |detail: String, unknown: Vec<String>| LoadError::WrongWorld {
+            plugin: name.to_string(),
+            reason: detail,
+            unknown_imports: unknown,
+        };
+        if !unknown.is_empty() {
+            return Err(wrong(
+                format!(
+                    "it targets the {world} world but imports what the host does not provide to it: {}",
+                    unknown.join(", ")
+                ),
+                unknown,
+            ));
+        }
+        let pre = linker.instantiate_pre(component).map_err(|e| {
+            wrong(
+                format!("its imports do not match what the host provides to the {world} world: {}", chain(&e)),
+                Vec::new(),
+            )
+        })?;
+        let pre = match world {
+            World::StepPlugin => step::StepPluginPre::new(pre).map(WorldPre::Step),
+            World::TokenPlugin => token::TokenPluginPre::new(pre).map(WorldPre::Token),
+        }
+        .map_err(|e| {
+            wrong(
+                format!("its exports do not match the {world} world: {}", chain(&e)),
+                Vec::new(),
+            )
+        })?;
+        Ok((world, pre))
+    }
+
+    /// A fresh store for one call, with the memory limiter and the CPU deadline armed.
+    fn new_store(
+        &self,
+        plugin: &Arc<str>,
+        ctx: Option<CallContext>,
+        host: Arc<dyn HostServices>,
+        allowed_hosts: Vec<String>,
+    ) -> Store<StoreState> {
+        let state = StoreState::new(plugin.clone(), &self.limits, ctx, host, allowed_hosts);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // The deadline is checked every epoch tick: the callback compares the guest's time
+        // (wall time minus time spent awaiting host services) with the call deadline, traps
+        // with `Trap::Interrupt` once it is exceeded and otherwise yields to the async
+        // executor, so a spinning plugin never monopolises a runtime worker thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if ctx.data().clock.remaining().is_zero() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Runs one export in a fresh instance.
+    async fn invoke(
+        &self,
+        plugin: &Arc<str>,
+        pre: &WorldPre,
+        op: Op,
+        ctx: Option<CallContext>,
+        host: Arc<dyn HostServices>,
+        allowed_hosts: Vec<String>,
+    ) -> Result<Out, PluginError> {
+        let _permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| PluginError::Unavailable {
+                plugin: plugin.to_string(),
+                reason: "the plugin runtime is shutting down".into(),
+            })?;
+        let mut store = self.new_store(plugin, ctx, host, allowed_hosts);
+        let mut instantiated = false;
+        let run = async {
+            match pre {
+                WorldPre::Step(pre) => {
+                    let inst = pre.instantiate_async(&mut store).await?;
+                    instantiated = true;
+                    let g = inst.wasmhook_plugin_step();
+                    Ok(match op {
+                        Op::Info => Out::Info(g.call_info(&mut store).await?),
+                        Op::Validate(c) => Out::Unit(g.call_validate(&mut store, &c).await?),
+                        Op::Apply(cx, c, r) => {
+                            Out::Request(g.call_apply(&mut store, &cx, &c, &r).await?)
+                        }
+                        Op::FetchToken(..) => unreachable!("checked by the caller"),
+                    })
+                }
+                WorldPre::Token(pre) => {
+                    let inst = pre.instantiate_async(&mut store).await?;
+                    instantiated = true;
+                    let g = inst.wasmhook_plugin_token_provider();
+                    Ok(match op {
+                        Op::Info => Out::Info(g.call_info(&mut store).await?),
+                        Op::Validate(c) => Out::Unit(g.call_validate(&mut store, &c).await?),
+                        Op::FetchToken(cx, c) => {
+                            Out::Token(g.call_fetch_token(&mut store, &cx, &c).await?)
+                        }
+                        Op::Apply(..) => unreachable!("checked by the caller"),
+                    })
+                }
+            }
+        };
+        let wall = self.limits.call_deadline + WALL_CLOCK_ALLOWANCE;
+        let result: Result<wasmtime::Result<Out>, _> = tokio::time::timeout(wall, run).await;
+        match result {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => {
+                let state = store.data();
+                let reason = traps::describe(&e, state, &self.limits);
+                if !instantiated && !traps::is_trap(&e, state) {
+                    tracing::warn!(plugin = %plugin, error = %reason, "plugin instantiation failed");
+                    Err(PluginError::Unavailable {
+                        plugin: plugin.to_string(),
+                        reason: format!("instantiation failed: {reason}"),
+                    })
+                } else {
+                    tracing::warn!(plugin = %plugin, error = %reason, "plugin call failed");
+                    Err(PluginError::Trap {
+                        plugin: plugin.to_string(),
+                        reason,
+                    })
+                }
+            }
+            Err(_) => {
+                tracing::warn!(plugin = %plugin, "plugin call exceeded its wall-clock limit");
+                Err(PluginError::Trap {
+                    plugin: plugin.to_string(),
+                    reason: format!(
+                        "exceeded its wall-clock limit of {} (blocked too long outside WebAssembly)",
+                        traps::human_duration(wall)
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// A compiled component whose world and `info()` are known. Cheap to share: every call
+/// instantiates it afresh from its pre-instantiation (nothing survives from one call to the
+/// next).
+pub struct LoadedPlugin {
+    name: Arc<str>,
+    info: PluginInfo,
+    sha256: String,
+    world: World,
+    pre: WorldPre,
+    cache: CacheOutcome,
+    compile_time: Duration,
+    rt: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("world", &self.world)
+            .field("info", &self.info)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// The name it was loaded under (`api-key`, `tenant:x` is resolved to `x`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What `info()` returned at load.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The plugin's kind (from `info()`).
+    pub fn kind(&self) -> PluginKind {
+        self.info.kind
+    }
+
+    /// The world the component targets.
+    pub fn world(&self) -> World {
+        self.world
+    }
+
+    /// Hex sha256 of the component bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// Time spent compiling (or loading from the cache).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    async fn run(
+        &self,
+        op: Op,
+        ctx: Option<CallContext>,
+        host: Arc<dyn HostServices>,
+        allowed_hosts: Vec<String>,
+    ) -> Result<Out, PluginError> {
+        self.rt
+            .invoke(&self.name, &self.pre, op, ctx, host, allowed_hosts)
+            .await
+    }
+
+    /// Calls `validate(config)`: checks a configuration when an endpoint is created or changed.
+    pub async fn validate(
+        &self,
+        config: &str,
+        host: Arc<dyn HostServices>,
+    ) -> Result<(), PluginError> {
+        match self
+            .run(Op::Validate(config.to_string()), None, host, Vec::new())
+            .await?
+        {
+            Out::Unit(r) => r.map_err(Into::into),
+            _ => unreachable!("validate returns Out::Unit"),
+        }
+    }
+
+    /// Calls `apply(ctx, config, request)` of a step plugin and returns the changed request.
+    /// Fails with [`PluginError::WrongKind`] for a token provider, and with
+    /// [`PluginError::OutputTooLarge`] when the returned body exceeds `max_body_bytes`.
+    pub async fn apply(
+        &self,
+        ctx: &CallContext,
+        config: &str,
+        request: HttpRequest,
+        host: Arc<dyn HostServices>,
+    ) -> Result<HttpRequest, PluginError> {
+        if self.world != World::StepPlugin {
+            return Err(self.wrong_kind("apply", "step (authentication, security or transform)"));
+        }
+        let op = Op::Apply(ctx.into(), config.to_string(), (&request).into());
+        drop(request);
+        match self.run(op, Some(ctx.clone()), host, Vec::new()).await? {
+            Out::Request(r) => {
+                let req: HttpRequest = r.map_err(PluginError::from)?.into();
+                let limit = self.rt.limits.max_body_bytes;
+                if req.body.len() > limit {
+                    return Err(PluginError::OutputTooLarge {
+                        plugin: self.name.to_string(),
+                        what: "a request body".into(),
+                        size: req.body.len(),
+                        limit,
+                    });
+                }
+                Ok(req)
+            }
+            _ => unreachable!("apply returns Out::Request"),
+        }
+    }
+
+    /// Calls `fetch-token(ctx, config)` of a token provider. Its outbound requests may only go
+    /// to the hosts its config allows (see [`allowed_hosts_from_config`]).
+    pub async fn fetch_token(
+        &self,
+        ctx: &CallContext,
+        config: &str,
+        host: Arc<dyn HostServices>,
+    ) -> Result<Token, PluginError> {
+        if self.world != World::TokenPlugin {
+            return Err(self.wrong_kind("fetch_token", "token-provider"));
+        }
+        let allowed = allowed_hosts_from_config(config);
+        let op = Op::FetchToken(ctx.into(), config.to_string());
+        match self.run(op, Some(ctx.clone()), host, allowed).await? {
+            Out::Token(r) => {
+                let token: Token = r.map_err(PluginError::from)?.into();
+                let limit = self.rt.limits.max_body_bytes;
+                if token.value.len() > limit {
+                    return Err(PluginError::OutputTooLarge {
+                        plugin: self.name.to_string(),
+                        what: "a token".into(),
+                        size: token.value.len(),
+                        limit,
+                    });
+                }
+                Ok(token)
+            }
+            _ => unreachable!("fetch_token returns Out::Token"),
+        }
+    }
+
+    /// Calls `info()` again in a fresh instance (used by `plugin check`).
+    pub async fn call_info(&self) -> Result<PluginInfo, PluginError> {
+        match self
+            .run(Op::Info, None, Arc::new(NoHostServices), Vec::new())
+            .await?
+        {
+            Out::Info(raw) => convert_info(raw).map_err(|reason| PluginError::Permanent(reason)),
+            _ => unreachable!("info returns Out::Info"),
+        }
+    }
+
+    fn wrong_kind(&self, operation: &str, expected: &str) -> PluginError {
+        PluginError::WrongKind {
+            plugin: self.name.to_string(),
+            operation: operation.into(),
+            expected: expected.into(),
+            actual: self.info.kind,
+        }
+    }
+}

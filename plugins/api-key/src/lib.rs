@@ -1,0 +1,198 @@
+//! `api-key`: an authentication step that adds a static API key header to every delivery.
+//!
+//! Config:
+//!
+//! ```json
+//! {"key": "sk_live_...", "header": "x-api-key"}
+//! ```
+//!
+//! - `key` (string, required, non-empty): the API key; a secret, never logged nor echoed in
+//!   errors. It must be a valid header value (no control characters).
+//! - `header` (string, default `x-api-key`): the header name; must be a valid HTTP header name.
+//!
+//! The header replaces any header of the same name (compared case-insensitively); the rest of the
+//! request is kept as it is.
+
+use serde_json::{Map, Value};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "step-plugin",
+});
+
+use exports::wasmhook::plugin::step::Guest;
+use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "api-key",
+  "type": "object",
+  "properties": {
+    "key": {"type": "string", "minLength": 1, "description": "The API key (secret)."},
+    "header": {"type": "string", "minLength": 1, "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", "default": "x-api-key", "description": "Header that carries the key."}
+  },
+  "required": ["key"],
+  "additionalProperties": false
+}"#;
+
+struct Config {
+    key: String,
+    header: String,
+}
+
+fn parse(config: &str) -> Result<Config, Error> {
+    let map = parse_object(config, &["key", "header"])?;
+    let key = opt_string(&map, "key")?.ok_or_else(|| invalid("key", "is required"))?;
+    if key.is_empty() {
+        return Err(invalid("key", "must not be empty"));
+    }
+    check_header_value("key", &key)?;
+    let header = opt_string(&map, "header")?.unwrap_or_else(|| "x-api-key".to_string());
+    check_header_name("header", &header)?;
+    Ok(Config { key, header })
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "api-key".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kind: Kind::Authentication,
+            summary: "Adds a static API key header (x-api-key by default).".to_string(),
+            config_schema: SCHEMA.to_string(),
+        }
+    }
+
+    fn validate(config: String) -> Result<(), Error> {
+        parse(&config).map(|_| ())
+    }
+
+    fn apply(_ctx: Context, config: String, mut req: Request) -> Result<Request, Error> {
+        let config = parse(&config)?;
+        set_header(&mut req.headers, &config.header, config.key);
+        Ok(req)
+    }
+}
+
+export!(Plugin);
+
+// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
+
+fn invalid(field: &str, why: &str) -> Error {
+    Error::InvalidConfig(format!("{field}: {why}"))
+}
+
+/// Parses the config as a JSON object and rejects fields not in `known`.
+fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
+    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
+    let value: Value = serde_json::from_str(config).map_err(|e| {
+        invalid(
+            "config",
+            &format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let Value::Object(map) = value else {
+        return Err(invalid("config", "must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(unknown, "unknown field"));
+    }
+    Ok(map)
+}
+
+/// A string field; absent or `null` is `None`.
+fn opt_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Error> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_header_name(field: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(invalid(field, "must be a valid HTTP header name"));
+    }
+    Ok(())
+}
+
+fn check_header_value(field: &str, value: &str) -> Result<(), Error> {
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Replaces the header `name` (case-insensitively) with `value`, keeping the others in order.
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers.push((name.to_string(), value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            tenant: "t".into(),
+            endpoint: "e".into(),
+            event_id: "evt".into(),
+            event_type: "test".into(),
+            attempt: 1,
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn replaces_the_header_case_insensitively() {
+        let req = Request {
+            method: "POST".into(),
+            url: "https://example.com/".into(),
+            headers: vec![
+                ("X-Api-Key".into(), "old".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: b"{}".to_vec(),
+        };
+        let out = Plugin::apply(ctx(), r#"{"key":"k1"}"#.into(), req).unwrap();
+        assert_eq!(
+            out.headers,
+            vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-api-key".to_string(), "k1".to_string()),
+            ]
+        );
+        assert_eq!(out.body, b"{}");
+    }
+
+    #[test]
+    fn validates() {
+        assert!(Plugin::validate(r#"{"key":"k","header":"Authorization"}"#.into()).is_ok());
+        for (config, prefix) in [
+            ("{}", "key:"),
+            (r#"{"key":""}"#, "key:"),
+            (r#"{"key":"a\r\nb"}"#, "key:"),
+            (r#"{"key":"k","header":"bad header"}"#, "header:"),
+            (r#"{"key":"k","header":""}"#, "header:"),
+            (r#"{"key":"k","hdr":"x"}"#, "hdr:"),
+            ("nope", "config:"),
+        ] {
+            match Plugin::validate(config.into()) {
+                Err(Error::InvalidConfig(m)) => assert!(m.starts_with(prefix), "{m}"),
+                other => panic!("{config}: {other:?}"),
+            }
+        }
+    }
+}

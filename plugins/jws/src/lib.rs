@@ -1,0 +1,179 @@
+//! `jws`: an authentication step that replaces the JSON body by a signed JWT (compact JWS),
+//! signed by the host with its own key (the private key never enters the plugin).
+//!
+//! Config:
+//!
+//! ```json
+//! {"alg": "ES256", "iss": "https://webhooks.example.com", "aud": "https://receiver.example.com"}
+//! ```
+//!
+//! - `alg` (`RS256`, `PS256`, `ES256` (default) or `EdDSA`): the signature algorithm.
+//! - `iss`, `aud` (strings, optional): added as the `iss` and `aud` claims.
+//!
+//! The claims are the JSON envelope object of the body plus `iat` (the attempt's timestamp),
+//! `jti` (the event id) and `iss` / `aud` when configured. The protected header is
+//! `{"typ":"JWT"}` plus the `alg` and `kid` the host sets. The body becomes the compact JWS and
+//! `content-type` becomes `application/jwt`. A body that is not a JSON object is a permanent error.
+//! The receiver verifies with the host's `/.well-known/jwks.json`.
+
+use serde_json::{Map, Value};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "step-plugin",
+});
+
+use exports::wasmhook::plugin::step::Guest;
+use wasmhook::plugin::jose;
+use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "jws",
+  "type": "object",
+  "properties": {
+    "alg": {"enum": ["RS256", "PS256", "ES256", "EdDSA"], "default": "ES256", "description": "JWS signature algorithm."},
+    "iss": {"type": "string", "minLength": 1, "description": "Issuer claim."},
+    "aud": {"type": "string", "minLength": 1, "description": "Audience claim."}
+  },
+  "additionalProperties": false
+}"#;
+
+const ALGS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
+
+struct Config {
+    alg: String,
+    iss: Option<String>,
+    aud: Option<String>,
+}
+
+fn parse(config: &str) -> Result<Config, Error> {
+    let map = parse_object(config, &["alg", "iss", "aud"])?;
+    let alg = opt_string(&map, "alg")?.unwrap_or_else(|| "ES256".to_string());
+    if !ALGS.contains(&alg.as_str()) {
+        return Err(invalid("alg", "must be one of RS256, PS256, ES256, EdDSA"));
+    }
+    let iss = opt_string(&map, "iss")?;
+    if iss.as_deref() == Some("") {
+        return Err(invalid("iss", "must not be empty when given"));
+    }
+    let aud = opt_string(&map, "aud")?;
+    if aud.as_deref() == Some("") {
+        return Err(invalid("aud", "must not be empty when given"));
+    }
+    Ok(Config { alg, iss, aud })
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "jws".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kind: Kind::Authentication,
+            summary:
+                "Replaces the JSON body by a JWT signed with the host's key (application/jwt)."
+                    .to_string(),
+            config_schema: SCHEMA.to_string(),
+        }
+    }
+
+    fn validate(config: String) -> Result<(), Error> {
+        parse(&config).map(|_| ())
+    }
+
+    fn apply(ctx: Context, config: String, mut req: Request) -> Result<Request, Error> {
+        let config = parse(&config)?;
+        let Ok(Value::Object(mut claims)) = serde_json::from_slice::<Value>(&req.body) else {
+            return Err(Error::Permanent(
+                "request body is not a JSON object; jws signs the JSON envelope and must run before steps that change the body".to_string(),
+            ));
+        };
+        claims.insert("iat".to_string(), Value::from(ctx.timestamp));
+        claims.insert("jti".to_string(), Value::from(ctx.event_id));
+        if let Some(iss) = config.iss {
+            claims.insert("iss".to_string(), Value::from(iss));
+        }
+        if let Some(aud) = config.aud {
+            claims.insert("aud".to_string(), Value::from(aud));
+        }
+        let payload = Value::Object(claims).to_string().into_bytes();
+        let jws = jose::sign(&config.alg, r#"{"typ":"JWT"}"#, &payload)
+            .map_err(|e| Error::Permanent(format!("signing with {} failed: {e}", config.alg)))?;
+        req.body = jws.into_bytes();
+        set_header(
+            &mut req.headers,
+            "content-type",
+            "application/jwt".to_string(),
+        );
+        Ok(req)
+    }
+}
+
+export!(Plugin);
+
+// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
+
+fn invalid(field: &str, why: &str) -> Error {
+    Error::InvalidConfig(format!("{field}: {why}"))
+}
+
+/// Parses the config as a JSON object and rejects fields not in `known`.
+fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
+    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
+    let value: Value = serde_json::from_str(config).map_err(|e| {
+        invalid(
+            "config",
+            &format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let Value::Object(map) = value else {
+        return Err(invalid("config", "must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(unknown, "unknown field"));
+    }
+    Ok(map)
+}
+
+/// A string field; absent or `null` is `None`.
+fn opt_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Error> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+/// Replaces the header `name` (case-insensitively) with `value`, keeping the others in order.
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers.push((name.to_string(), value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates() {
+        assert!(Plugin::validate("{}".into()).is_ok());
+        assert!(Plugin::validate(r#"{"alg":"EdDSA","iss":"me","aud":"you"}"#.into()).is_ok());
+        for (config, prefix) in [
+            (r#"{"alg":"HS256"}"#, "alg:"),
+            (r#"{"iss":""}"#, "iss:"),
+            (r#"{"aud":["a"]}"#, "aud:"),
+            (r#"{"kid":"x"}"#, "kid:"),
+        ] {
+            match Plugin::validate(config.into()) {
+                Err(Error::InvalidConfig(m)) => assert!(m.starts_with(prefix), "{config}: {m}"),
+                other => panic!("{config}: {other:?}"),
+            }
+        }
+    }
+}

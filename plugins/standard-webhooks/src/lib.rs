@@ -1,0 +1,221 @@
+//! `standard-webhooks`: an authentication step that signs the delivery as the Standard Webhooks
+//! specification says (<https://www.standardwebhooks.com>): HMAC-SHA256 over
+//! `{webhook-id}.{webhook-timestamp}.{body}`.
+//!
+//! Config:
+//!
+//! ```json
+//! {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+//! ```
+//!
+//! - `secret` (string, required): the signing secret, `whsec_` followed by standard base64, or
+//!   the bare base64. It must decode to at least one byte (the specification recommends 24 to 64
+//!   bytes). Never logged nor echoed in errors.
+//!
+//! Adds `webhook-signature: v1,<base64 signature>` where the id is the event id and the timestamp
+//! the attempt's timestamp (the host sends both as `webhook-id` and `webhook-timestamp`). When the
+//! request already has a `webhook-signature` (another `standard-webhooks` step, during a secret
+//! rotation), the new signature is appended space-separated, as the specification allows.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "step-plugin",
+});
+
+use exports::wasmhook::plugin::step::Guest;
+use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "standard-webhooks",
+  "type": "object",
+  "properties": {
+    "secret": {"type": "string", "pattern": "^(whsec_)?[A-Za-z0-9+/]+={0,2}$", "description": "Signing secret: whsec_<base64> or bare base64 (secret)."}
+  },
+  "required": ["secret"],
+  "additionalProperties": false
+}"#;
+
+const HEADER: &str = "webhook-signature";
+
+fn parse(config: &str) -> Result<Vec<u8>, Error> {
+    let map = parse_object(config, &["secret"])?;
+    let secret = match map.get("secret") {
+        None | Some(Value::Null) => return Err(invalid("secret", "is required")),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid("secret", "must be a string")),
+    };
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    match STANDARD.decode(encoded.trim()) {
+        Ok(key) if !key.is_empty() => Ok(key),
+        Ok(_) => Err(invalid("secret", "must not be empty")),
+        Err(_) => Err(invalid(
+            "secret",
+            "must be 'whsec_' followed by standard base64, or standard base64",
+        )),
+    }
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "standard-webhooks".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kind: Kind::Authentication,
+            summary: "Signs deliveries with a Standard Webhooks HMAC-SHA256 webhook-signature."
+                .to_string(),
+            config_schema: SCHEMA.to_string(),
+        }
+    }
+
+    fn validate(config: String) -> Result<(), Error> {
+        parse(&config).map(|_| ())
+    }
+
+    fn apply(ctx: Context, config: String, mut req: Request) -> Result<Request, Error> {
+        let key = parse(&config)?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+            .map_err(|_| invalid("secret", "cannot be used as an HMAC key"))?;
+        mac.update(ctx.event_id.as_bytes());
+        mac.update(b".");
+        mac.update(ctx.timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(&req.body);
+        let signature = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        // Keep signatures of earlier steps (secret rotation): `v1,<a> v1,<b>`.
+        let earlier: Vec<String> = req
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(HEADER))
+            .map(|(_, value)| value.trim().to_string())
+            .filter(|value| !value.is_empty())
+            .collect();
+        req.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(HEADER));
+        let value = if earlier.is_empty() {
+            signature
+        } else {
+            format!("{} {signature}", earlier.join(" "))
+        };
+        req.headers.push((HEADER.to_string(), value));
+        Ok(req)
+    }
+}
+
+export!(Plugin);
+
+// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
+
+fn invalid(field: &str, why: &str) -> Error {
+    Error::InvalidConfig(format!("{field}: {why}"))
+}
+
+/// Parses the config as a JSON object and rejects fields not in `known`.
+fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
+    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
+    let value: Value = serde_json::from_str(config).map_err(|e| {
+        invalid(
+            "config",
+            &format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let Value::Object(map) = value else {
+        return Err(invalid("config", "must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(unknown, "unknown field"));
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(event_id: &str, timestamp: u64) -> Context {
+        Context {
+            tenant: "t".into(),
+            endpoint: "e".into(),
+            event_id: event_id.into(),
+            event_type: "test".into(),
+            attempt: 1,
+            timestamp,
+        }
+    }
+
+    fn req(headers: Vec<(String, String)>) -> Request {
+        Request {
+            method: "POST".into(),
+            url: "https://example.com/hook".into(),
+            headers,
+            body: br#"{"test": 2432232314}"#.to_vec(),
+        }
+    }
+
+    /// The test vector of the Standard Webhooks reference libraries.
+    #[test]
+    fn signs_like_the_reference() {
+        let config = r#"{"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
+        let out = Plugin::apply(
+            ctx("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330),
+            config.into(),
+            req(vec![("Content-Type".into(), "application/json".into())]),
+        )
+        .unwrap();
+        assert_eq!(
+            out.headers,
+            vec![
+                ("Content-Type".to_string(), "application/json".to_string()),
+                (
+                    "webhook-signature".to_string(),
+                    "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_string()
+                ),
+            ]
+        );
+        // Without the prefix the secret is the same.
+        let bare = r#"{"secret":"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
+        let again = Plugin::apply(
+            ctx("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330),
+            bare.into(),
+            req(vec![("Webhook-Signature".into(), "v1,old".into())]),
+        )
+        .unwrap();
+        assert_eq!(
+            again.headers,
+            vec![(
+                "webhook-signature".to_string(),
+                "v1,old v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn validates_without_leaking() {
+        for (config, field) in [
+            ("{}", "secret:"),
+            (r#"{"secret":5}"#, "secret:"),
+            (r#"{"secret":"whsec_not base64!"}"#, "secret:"),
+            (r#"{"secret":"whsec_"}"#, "secret:"),
+            (r#"{"secret":"c2VjcmV0","x":1}"#, "x:"),
+            ("[]", "config:"),
+        ] {
+            let Err(Error::InvalidConfig(message)) = Plugin::validate(config.into()) else {
+                panic!("{config} should be invalid");
+            };
+            assert!(message.starts_with(field), "{message}");
+            assert!(!message.contains("base64!"), "{message}");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of wasmhook: real engines, real SQLite files, real Wasm components, real
+//! HTTP/TLS receivers on 127.0.0.1.
+
+mod support;
+
+mod api;
+mod crash;
+mod delivery;
+mod methods;
+mod plugins;

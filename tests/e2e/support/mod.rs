@@ -1,0 +1,332 @@
+//! Shared pieces of the end-to-end tests: an engine on a temporary SQLite file, scripted HTTP
+//! receivers on 127.0.0.1, and a small JSON client for the admin API. Everything runs over real
+//! loopback sockets.
+
+#![allow(dead_code)]
+
+pub mod pki;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use wasmhook::config::Config;
+use wasmhook::engine::{self, Server};
+
+/// Admin token of test engines.
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// A config for tests: temporary data dir, random port, 127.0.0.1 allowed, a short retry schedule
+/// without jitter, the auth+security policy off (tests that check it turn it on), a shared
+/// compiled-code cache so that each engine does not recompile the built-in plugins.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir;
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(ADMIN.into());
+    config.http.allow_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+    config.delivery.retry_schedule = vec![Duration::from_millis(100), Duration::from_millis(200)];
+    config.delivery.jitter = 0.0;
+    config.delivery.request_timeout = Duration::from_secs(5);
+    config.delivery.shutdown_grace = Duration::from_secs(2);
+    config.plugins.require_auth_and_security = false;
+    config.plugins.cache_dir = Some(shared_cache_dir());
+    config
+}
+
+/// Compiled-code cache shared by the tests of this run.
+pub fn shared_cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmhook-test-cache")
+}
+
+/// An engine running in this process with its temporary directory.
+pub struct TestEngine {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub api: Api,
+}
+
+impl TestEngine {
+    /// Starts an engine with [`test_config`] changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path().to_path_buf());
+        adjust(&mut config);
+        let server = engine::start(config).await.expect("engine starts");
+        let api = Api::new(server.url(), ADMIN);
+        Self { server, dir, api }
+    }
+
+    /// Starts an engine with [`test_config`].
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Creates a tenant; returns (id, token).
+    pub async fn tenant(&self, id: &str) -> (String, String) {
+        let (status, body) = self.api.post("/v1/tenants", serde_json::json!({"id": id, "name": id})).await;
+        assert_eq!(status, 201, "{body}");
+        (body["tenant"]["id"].as_str().unwrap().to_string(), body["token"].as_str().unwrap().to_string())
+    }
+
+    /// Creates an endpoint for `tenant`; returns its id.
+    pub async fn endpoint(&self, tenant: &str, spec: Value) -> String {
+        let (status, body) = self.api.post(&format!("/v1/tenants/{tenant}/endpoints"), spec).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Posts an event; returns its id.
+    pub async fn event(&self, tenant: &str, event_type: &str, data: Value) -> String {
+        let (status, body) = self
+            .api
+            .post(&format!("/v1/tenants/{tenant}/events"), serde_json::json!({"type": event_type, "resource": {"type": "invoice", "id": "in_1"}, "data": data}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until every delivery of `event` has left `pending`; returns them.
+    pub async fn settled(&self, tenant: &str, event: &str, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.api.get(&format!("/v1/tenants/{tenant}/events/{event}/deliveries")).await;
+            assert_eq!(status, 200, "{body}");
+            let deliveries = body.as_array().unwrap().clone();
+            if deliveries.iter().all(|d| d["status"] != "pending") {
+                return deliveries;
+            }
+            assert!(Instant::now() < deadline, "deliveries still pending after {within:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The attempts of a delivery.
+    pub async fn attempts(&self, tenant: &str, event: &str, delivery: &str) -> Vec<Value> {
+        let (status, body) =
+            self.api.get(&format!("/v1/tenants/{tenant}/events/{event}/deliveries/{delivery}/attempts")).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().unwrap().clone()
+    }
+}
+
+/// A JSON client of the admin API.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    token: String,
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Api {
+    pub fn new(base: String, token: &str) -> Self {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        Self { base, token: token.to_string(), client }
+    }
+
+    /// The same API with another token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self { token: token.to_string(), ..self.clone() }
+    }
+
+    /// Sends a request with raw body bytes and extra headers; returns status and parsed JSON
+    /// (`Value::Null` for an empty body, a string for a non-JSON one).
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut builder = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if !self.token.is_empty() {
+            builder = builder.header("authorization", format!("Bearer {}", self.token));
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let response = self.client.request(builder.body(Full::new(Bytes::from(body))).unwrap()).await.expect("API reachable");
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, value)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.raw("POST", path, body.to_string().into_bytes(), &[("content-type", "application/json")]).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.raw("PATCH", path, body.to_string().into_bytes(), &[("content-type", "application/json")]).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.raw("GET", path, Vec::new(), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.raw("DELETE", path, Vec::new(), &[]).await
+    }
+}
+
+/// What a receiver does with one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Answer with this status (and optional headers).
+    Status(u16, Vec<(String, String)>),
+    /// Close the connection without answering.
+    Drop,
+    /// Wait, then answer with the status.
+    Slow(Duration, u16),
+}
+
+/// A request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+type Judge = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+struct ReceiverState {
+    script: VecDeque<Reply>,
+    default: Reply,
+    judge: Option<Judge>,
+    received: Vec<Received>,
+}
+
+/// An HTTP receiver on 127.0.0.1 that records requests and answers from a script.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    /// A receiver answering `script` in order, then `default`.
+    pub async fn start(script: Vec<Reply>, default: Reply) -> Self {
+        Self::start_inner(script, default, None).await
+    }
+
+    /// A receiver answering 204 to everything.
+    pub async fn ok() -> Self {
+        Self::start(vec![], Reply::Status(204, vec![])).await
+    }
+
+    /// A receiver whose answer is decided by `judge` (e.g. checking a credential).
+    pub async fn judging(judge: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_inner(vec![], Reply::Status(204, vec![]), Some(Arc::new(judge))).await
+    }
+
+    async fn start_inner(script: Vec<Reply>, default: Reply, judge: Option<Judge>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ReceiverState { script: script.into(), default, judge, received: Vec::new() }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let state = state.clone();
+                        async move { handle(state, request).await }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// `http://127.0.0.1:port/hook`.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "receiver got {} of {n} requests within {within:?}", got.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Dropped;
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dropped on purpose")
+    }
+}
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    state: Arc<Mutex<ReceiverState>>,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let received = Received {
+        at: Instant::now(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        headers: parts.headers,
+        body,
+    };
+    let reply = {
+        let mut state = state.lock().unwrap();
+        let reply = match &state.judge {
+            Some(judge) => judge(&received),
+            None => state.script.pop_front().unwrap_or_else(|| state.default.clone()),
+        };
+        state.received.push(received);
+        reply
+    };
+    let (status, headers) = match reply {
+        Reply::Drop => return Err(Dropped),
+        Reply::Slow(delay, status) => {
+            tokio::time::sleep(delay).await;
+            (status, vec![])
+        }
+        Reply::Status(status, headers) => (status, headers),
+    };
+    let mut response = hyper::Response::builder().status(status);
+    for (k, v) in headers {
+        response = response.header(k, v);
+    }
+    Ok(response.body(Full::new(Bytes::from_static(b"ok"))).unwrap())
+}
