@@ -107,9 +107,22 @@ impl ServeArgs {
     }
 }
 
-/// `wasmhook plugin check FILE`: prints the component's world, info and config schema after a
-/// smoke call under the engine's default limits.
+/// `wasmhook plugin check FILE`: loads the component under the engine's default limits, then
+/// prints its world, info and config schema and the outcome of the smoke calls. Fails (with the
+/// reason) when the engine would refuse the file.
 pub async fn check_plugin(file: &std::path::Path) -> Result<(), String> {
-    let _ = file;
-    Err("not yet".into())
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let defaults = Config::default();
+    let runtime = crate::plugins::PluginRuntime::new(crate::plugins::RuntimeLimits {
+        call_deadline: defaults.plugins.call_deadline,
+        max_memory_bytes: defaults.plugins.max_memory_mib * 1024 * 1024,
+        max_concurrent_instances: 4,
+        max_body_bytes: defaults.plugins.max_body_mib * 1024 * 1024,
+    })
+    .map_err(|e| e.to_string())?;
+    let report = crate::plugins::check_component(&runtime, &bytes)
+        .await
+        .map_err(|e| format!("{} would be refused: {e}", file.display()))?;
+    println!("{report}");
+    if report.ok { Ok(()) } else { Err(format!("{} failed its smoke calls", file.display())) }
 }

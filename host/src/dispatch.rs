@@ -137,6 +137,20 @@ pub struct Dispatcher {
     user_agent: String,
 }
 
+/// An attempt's hold on the global limit and its endpoint's slot; released on drop.
+struct EndpointSlot {
+    dispatcher: Arc<Dispatcher>,
+    endpoint_id: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for EndpointSlot {
+    fn drop(&mut self) {
+        self.dispatcher.metrics.in_flight.dec();
+        self.dispatcher.finished(&self.endpoint_id);
+    }
+}
+
 enum Next {
     Job(PendingDelivery),
     WaitUntil(Option<i64>),
@@ -280,13 +294,14 @@ impl Dispatcher {
         }
         self.metrics.queue_depth.dec();
         self.metrics.in_flight.inc();
-        let this = self.clone();
+        let slot = EndpointSlot { dispatcher: self.clone(), endpoint_id: job.endpoint_id.clone(), _permit: permit };
         tokio::spawn(async move {
-            let endpoint_id = job.endpoint_id.clone();
+            // The slot is released when this task ends, even if it panics: a bug in one attempt
+            // must not wedge the endpoint (the delivery then stays pending and is retried after
+            // a restart).
+            let this = slot.dispatcher.clone();
             this.deliver(job, endpoint).await;
-            drop(permit);
-            this.metrics.in_flight.dec();
-            this.finished(&endpoint_id);
+            drop(slot);
         });
     }
 

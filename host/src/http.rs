@@ -270,8 +270,11 @@ impl HttpClient {
         http.set_connect_timeout(Some(self.limits.connect_timeout));
         http.set_nodelay(true);
         let config = tls.map(|t| t.config.clone()).unwrap_or_else(|| self.default_tls.clone());
+        // hyper-rustls sets ALPN itself from the enabled HTTP versions.
+        let mut config = (*config).clone();
+        config.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*config).clone())
+            .with_tls_config(config)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -357,11 +360,15 @@ fn classify_error(error: hyper_util::client::legacy::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     let mut chain = Vec::new();
     while let Some(err) = source {
-        if let Some(refused) = err.downcast_ref::<RefusedDestination>() {
-            return SendError::Refused(refused.0.clone());
-        }
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return SendError::Tls(describe_tls_error(tls));
+        // An io::Error's `source()` skips its own inner error: look inside it too.
+        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|e| e as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), inner].into_iter().flatten() {
+            if let Some(refused) = candidate.downcast_ref::<RefusedDestination>() {
+                return SendError::Refused(refused.0.clone());
+            }
+            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
+                return SendError::Tls(describe_tls_error(tls));
+            }
         }
         let text = err.to_string();
         if chain.last() != Some(&text) {
@@ -369,7 +376,15 @@ fn classify_error(error: hyper_util::client::legacy::Error) -> SendError {
         }
         source = err.source();
     }
-    SendError::Connection(chain.join(": "))
+    let text = chain.join(": ");
+    // Some layers keep only the text of the TLS error; recognise the common ones by it.
+    if text.contains("invalid peer certificate: UnknownIssuer") {
+        return SendError::Tls(describe_tls_error(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)));
+    }
+    if text.contains("received fatal alert") || text.contains("invalid peer certificate") {
+        return SendError::Tls(text);
+    }
+    SendError::Connection(text)
 }
 
 fn describe_tls_error(error: &rustls::Error) -> String {

@@ -314,10 +314,11 @@ impl SigningKey {
                 alg,
                 reason: format!("cannot encode the private key: {e}"),
             })?;
-        let private_key_pem = String::from_utf8(pem_bytes).map_err(|_| JoseError::KeyGeneration {
-            alg,
-            reason: "OpenSSL produced a non-UTF-8 PEM".into(),
-        })?;
+        let private_key_pem =
+            String::from_utf8(pem_bytes).map_err(|_| JoseError::KeyGeneration {
+                alg,
+                reason: "OpenSSL produced a non-UTF-8 PEM".into(),
+            })?;
         let certificate_pem = cert
             .to_pem()
             .ok()
@@ -363,10 +364,12 @@ impl SigningKey {
                 reason: format!("not a PEM X.509 certificate: {e}"),
             }
         })?;
-        let cert_key = cert.public_key().map_err(|e| JoseError::InvalidCertificate {
-            kid: kid.clone(),
-            reason: format!("cannot read the certificate's public key: {e}"),
-        })?;
+        let cert_key = cert
+            .public_key()
+            .map_err(|e| JoseError::InvalidCertificate {
+                kid: kid.clone(),
+                reason: format!("cannot read the certificate's public key: {e}"),
+            })?;
         if !cert_key.public_eq(&key) {
             return Err(JoseError::InvalidCertificate {
                 kid,
@@ -377,10 +380,11 @@ impl SigningKey {
             kid: kid.clone(),
             reason: format!("cannot encode the certificate as DER: {e}"),
         })?;
-        let public_params = public_jwk_params(&key).map_err(|reason| JoseError::InvalidPrivateKey {
-            context: context(),
-            reason,
-        })?;
+        let public_params =
+            public_jwk_params(&key).map_err(|reason| JoseError::InvalidPrivateKey {
+                context: context(),
+                reason,
+            })?;
         let normalized_pem = key
             .private_key_to_pem_pkcs8()
             .ok()
@@ -435,7 +439,11 @@ impl SigningKey {
 
     /// Compact JWS of `payload`; protected header = `extra_header_json` (a JSON object string,
     /// may be `""` or `"{}"`) + `alg` + `kid` (alg/kid from the extra header are overridden).
-    pub fn sign_compact(&self, extra_header_json: &str, payload: &[u8]) -> Result<String, JoseError> {
+    pub fn sign_compact(
+        &self,
+        extra_header_json: &str,
+        payload: &[u8],
+    ) -> Result<String, JoseError> {
         let mut map = parse_extra_header(extra_header_json)?;
         map.remove("alg");
         map.remove("kid");
@@ -627,9 +635,11 @@ pub fn encrypt_compact(
             jwe_alg
                 .check_key_id(key.id())
                 .map_err(|reason| mismatch(format!("{reason} (from the {source})")))?;
-            let spki = key.public_key_to_der().map_err(|e| JoseError::InvalidRecipient {
-                reason: format!("cannot encode the {source}'s public key: {e}"),
-            })?;
+            let spki = key
+                .public_key_to_der()
+                .map_err(|e| JoseError::InvalidRecipient {
+                    reason: format!("cannot encode the {source}'s public key: {e}"),
+                })?;
             jwe_alg
                 .encrypter_from_spki(&spki)
                 .map_err(|e| mismatch(e.to_string()))?
@@ -652,14 +662,17 @@ pub fn verify_with_jwks(jwks_json: &str, token: &str) -> Result<(Vec<u8>, Value)
     let jwks: Value = serde_json::from_str(jwks_json).map_err(|e| JoseError::InvalidJwks {
         reason: format!("not JSON: {e}"),
     })?;
-    let keys = jwks
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| JoseError::InvalidJwks {
-            reason: "no \"keys\" array".into(),
-        })?;
+    let keys =
+        jwks.get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| JoseError::InvalidJwks {
+                reason: "no \"keys\" array".into(),
+            })?;
 
-    let malformed = |reason: String| JoseError::MalformedToken { kind: "JWS", reason };
+    let malformed = |reason: String| JoseError::MalformedToken {
+        kind: "JWS",
+        reason,
+    };
     let token = token.trim();
     let header = decode_protected_header(token, 3).map_err(malformed)?;
     let alg_name = header
@@ -688,19 +701,31 @@ pub fn verify_with_jwks(jwks_json: &str, token: &str) -> Result<(Vec<u8>, Value)
     };
     let jwk_map = candidates
         .iter()
-        .find(|k| k.get("alg").and_then(Value::as_str).is_none_or(|a| a == alg.as_str()))
+        .find(|k| {
+            k.get("alg")
+                .and_then(Value::as_str)
+                .is_none_or(|a| a == alg.as_str())
+        })
         .ok_or_else(|| {
             verification(format!(
                 "the token's alg {alg} does not match the alg of the JWKS key"
             ))
         })?;
-    let jwk = Jwk::from_map((*jwk_map).clone())
-        .map_err(|e| verification(format!("invalid JWK: {e}")))?;
+    let jwk =
+        Jwk::from_map((*jwk_map).clone()).map_err(|e| verification(format!("invalid JWK: {e}")))?;
     let verifier: Box<dyn JwsVerifier> = match alg {
-        SigningAlg::Rs256 => jws::RS256.verifier_from_jwk(&jwk).map(|v| Box::new(v) as Box<dyn JwsVerifier>),
-        SigningAlg::Ps256 => jws::PS256.verifier_from_jwk(&jwk).map(|v| Box::new(v) as Box<dyn JwsVerifier>),
-        SigningAlg::Es256 => jws::ES256.verifier_from_jwk(&jwk).map(|v| Box::new(v) as Box<dyn JwsVerifier>),
-        SigningAlg::EdDsa => jws::EdDSA.verifier_from_jwk(&jwk).map(|v| Box::new(v) as Box<dyn JwsVerifier>),
+        SigningAlg::Rs256 => jws::RS256
+            .verifier_from_jwk(&jwk)
+            .map(|v| Box::new(v) as Box<dyn JwsVerifier>),
+        SigningAlg::Ps256 => jws::PS256
+            .verifier_from_jwk(&jwk)
+            .map(|v| Box::new(v) as Box<dyn JwsVerifier>),
+        SigningAlg::Es256 => jws::ES256
+            .verifier_from_jwk(&jwk)
+            .map(|v| Box::new(v) as Box<dyn JwsVerifier>),
+        SigningAlg::EdDsa => jws::EdDSA
+            .verifier_from_jwk(&jwk)
+            .map(|v| Box::new(v) as Box<dyn JwsVerifier>),
     }
     .map_err(|e| verification(format!("the JWK cannot verify {alg}: {e}")))?;
     let (payload, header) = jws::deserialize_compact(token, verifier.as_ref())
@@ -722,7 +747,10 @@ pub fn decrypt_with_private_key(
             reason: "not a PEM private key (expected PKCS#8, PKCS#1 or SEC1)".into(),
         }
     })?;
-    let malformed = |reason: String| JoseError::MalformedToken { kind: "JWE", reason };
+    let malformed = |reason: String| JoseError::MalformedToken {
+        kind: "JWE",
+        reason,
+    };
     let token = token.trim();
     let header = decode_protected_header(token, 5).map_err(malformed)?;
     let alg_name = header
@@ -732,8 +760,9 @@ pub fn decrypt_with_private_key(
     let alg = JweAlg::parse(alg_name)
         .map_err(|_| malformed(format!("unsupported alg {alg_name:?} in the header")))?;
     let decryption = |reason: String| JoseError::Decryption { reason };
-    alg.check_key_id(key.id())
-        .map_err(|reason| decryption(format!("the private key does not suit the token: {reason}")))?;
+    alg.check_key_id(key.id()).map_err(|reason| {
+        decryption(format!("the private key does not suit the token: {reason}"))
+    })?;
     let der = if key.id() == Id::RSA {
         key.rsa().and_then(|rsa| rsa.private_key_to_der())
     } else {
@@ -743,8 +772,8 @@ pub fn decrypt_with_private_key(
     let decrypter = alg
         .decrypter_from_der(&der)
         .map_err(|e| decryption(format!("unusable private key for {}: {e}", alg.name())))?;
-    let (payload, header) =
-        jwe::deserialize_compact(token, decrypter.as_ref()).map_err(|e| decryption(e.to_string()))?;
+    let (payload, header) = jwe::deserialize_compact(token, decrypter.as_ref())
+        .map_err(|e| decryption(e.to_string()))?;
     Ok((payload, Value::Object(header.claims_set().clone())))
 }
 
@@ -774,9 +803,9 @@ fn generate_key(alg: SigningAlg) -> Result<PKey<Private>, JoseError> {
         reason: e.to_string(),
     };
     match alg {
-        SigningAlg::Rs256 | SigningAlg::Ps256 => {
-            Rsa::generate(RSA_BITS).and_then(PKey::from_rsa).map_err(err)
-        }
+        SigningAlg::Rs256 | SigningAlg::Ps256 => Rsa::generate(RSA_BITS)
+            .and_then(PKey::from_rsa)
+            .map_err(err),
         SigningAlg::Es256 => EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)
             .and_then(|group| EcKey::generate(&group))
             .and_then(PKey::from_ec_key)
@@ -906,8 +935,14 @@ fn public_jwk_params(key: &PKeyRef<Private>) -> Result<Map<String, Value>, Strin
                 .map_err(|e| e.to_string())?;
             map.insert("kty".into(), Value::String("EC".into()));
             map.insert("crv".into(), Value::String("P-256".into()));
-            map.insert("x".into(), b64(&x.to_vec_padded(32).map_err(|e| e.to_string())?));
-            map.insert("y".into(), b64(&y.to_vec_padded(32).map_err(|e| e.to_string())?));
+            map.insert(
+                "x".into(),
+                b64(&x.to_vec_padded(32).map_err(|e| e.to_string())?),
+            );
+            map.insert(
+                "y".into(),
+                b64(&y.to_vec_padded(32).map_err(|e| e.to_string())?),
+            );
         }
         Id::ED25519 => {
             let raw = key.raw_public_key().map_err(|e| e.to_string())?;
@@ -970,8 +1005,11 @@ fn parse_recipient(recipient: &str) -> Result<Recipient, JoseError> {
         return Err(invalid("the recipient is empty".into()));
     }
     if trimmed.starts_with('{') {
-        let map: Map<String, Value> = serde_json::from_str(trimmed)
-            .map_err(|e| invalid(format!("the recipient looks like a JWK but is not a JSON object: {e}")))?;
+        let map: Map<String, Value> = serde_json::from_str(trimmed).map_err(|e| {
+            invalid(format!(
+                "the recipient looks like a JWK but is not a JSON object: {e}"
+            ))
+        })?;
         if map.contains_key("d") {
             return Err(invalid(
                 "the recipient JWK contains a private key; give the receiver's public JWK".into(),
@@ -1065,15 +1103,22 @@ mod tests {
             let x5c = STANDARD.decode(jwk["x5c"][0].as_str().unwrap()).unwrap();
             assert_eq!(x5c, key.certificate_der());
             let cert = X509::from_der(&x5c).unwrap();
-            let cn = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next().unwrap();
-            assert_eq!(cn.data().as_utf8().unwrap().to_string(), "wasmhook test signer");
+            let cn = cert
+                .subject_name()
+                .entries_by_nid(Nid::COMMONNAME)
+                .next()
+                .unwrap();
+            assert_eq!(cn.data().to_string().unwrap(), "wasmhook test signer");
             assert_eq!(
                 jwk["x5t#S256"].as_str().unwrap(),
                 URL_SAFE_NO_PAD.encode(Sha256::digest(&x5c))
             );
 
             let token = key
-                .sign_compact(r#"{"typ":"JWT","alg":"none","kid":"evil","x-hook":1}"#, b"{\"a\":1}")
+                .sign_compact(
+                    r#"{"typ":"JWT","alg":"none","kid":"evil","x-hook":1}"#,
+                    b"{\"a\":1}",
+                )
                 .unwrap();
             let (payload, header) = verify_with_jwks(&jwks_of(&[&key]), &token).unwrap();
             assert_eq!(payload, b"{\"a\":1}");
@@ -1109,7 +1154,10 @@ mod tests {
             parts[1] = URL_SAFE_NO_PAD.encode(b"hello w0rld");
             let tampered = parts.join(".");
             let err = verify_with_jwks(&jwks_of(&[&key]), &tampered).unwrap_err();
-            assert!(matches!(err, JoseError::Verification { .. }), "{alg}: {err}");
+            assert!(
+                matches!(err, JoseError::Verification { .. }),
+                "{alg}: {err}"
+            );
         }
     }
 
@@ -1119,7 +1167,10 @@ mod tests {
         let other = SigningKey::generate(SigningAlg::Es256, "other", 1).unwrap();
         let token = signer.sign_compact("", b"x").unwrap();
         let err = verify_with_jwks(&jwks_of(&[&other]), &token).unwrap_err();
-        assert!(matches!(&err, JoseError::UnknownKid { kid } if *kid == signer.kid), "{err}");
+        assert!(
+            matches!(&err, JoseError::UnknownKid { kid } if *kid == signer.kid),
+            "{err}"
+        );
 
         // Same kid but a different key: signature check fails.
         let mut impostor = other.clone();
@@ -1268,7 +1319,8 @@ mod tests {
     fn jwe_rsa_oaep_256_to_certificate() {
         let (key_pem, cert_pem) = rsa_recipient();
         for enc in SUPPORTED_ENCS {
-            let token = encrypt_compact("RSA-OAEP-256", enc, &cert_pem, "", b"secret payload").unwrap();
+            let token =
+                encrypt_compact("RSA-OAEP-256", enc, &cert_pem, "", b"secret payload").unwrap();
             assert_eq!(token.split('.').count(), 5);
             let (payload, header) = decrypt_with_private_key(&key_pem, &token).unwrap();
             assert_eq!(payload, b"secret payload");
@@ -1297,8 +1349,14 @@ mod tests {
             let token = encrypt_compact(alg, "A128CBC-HS256", &spki_pem, "", b"to pem").unwrap();
             // PKCS#8 private key works as well as SEC1.
             let pkcs8 = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-            assert_eq!(decrypt_with_private_key(&pkcs8, &token).unwrap().0, b"to pem");
-            assert_eq!(decrypt_with_private_key(&sec1_pem, &token).unwrap().0, b"to pem");
+            assert_eq!(
+                decrypt_with_private_key(&pkcs8, &token).unwrap().0,
+                b"to pem"
+            );
+            assert_eq!(
+                decrypt_with_private_key(&sec1_pem, &token).unwrap().0,
+                b"to pem"
+            );
         }
     }
 
@@ -1306,7 +1364,9 @@ mod tests {
     fn nested_sign_then_encrypt() {
         let signer = SigningKey::generate(SigningAlg::Ps256, "nested", 1).unwrap();
         let (key_pem, cert_pem) = rsa_recipient();
-        let jws = signer.sign_compact(r#"{"typ":"JWT"}"#, br#"{"event":"x"}"#).unwrap();
+        let jws = signer
+            .sign_compact(r#"{"typ":"JWT"}"#, br#"{"event":"x"}"#)
+            .unwrap();
         let jwe = encrypt_compact(
             "RSA-OAEP-256",
             "A256GCM",
@@ -1337,9 +1397,17 @@ mod tests {
         assert!(matches!(err, JoseError::UnsupportedJweEnc { .. }), "{err}");
         assert!(err.to_string().contains("A512GCM"));
 
-        for garbage in ["", "hello", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----", "{not json"] {
+        for garbage in [
+            "",
+            "hello",
+            "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----",
+            "{not json",
+        ] {
             let err = encrypt_compact("RSA-OAEP-256", "A256GCM", garbage, "", b"x").unwrap_err();
-            assert!(matches!(err, JoseError::InvalidRecipient { .. }), "{garbage:?}: {err}");
+            assert!(
+                matches!(err, JoseError::InvalidRecipient { .. }),
+                "{garbage:?}: {err}"
+            );
             assert!(err.to_string().contains("recipient"), "{err}");
         }
         let err = encrypt_compact("RSA-OAEP-256", "A256GCM", &sec1, "", b"x").unwrap_err();
@@ -1348,13 +1416,28 @@ mod tests {
 
         // Key type does not suit the alg.
         let err = encrypt_compact("RSA-OAEP-256", "A256GCM", &ec_pem, "", b"x").unwrap_err();
-        assert!(matches!(err, JoseError::RecipientKeyMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, JoseError::RecipientKeyMismatch { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("RSA"), "{err}");
         let err = encrypt_compact("ECDH-ES", "A256GCM", &cert_pem, "", b"x").unwrap_err();
-        assert!(matches!(err, JoseError::RecipientKeyMismatch { .. }), "{err}");
-        let err = encrypt_compact("ECDH-ES", "A256GCM", r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#, "", b"x")
-            .unwrap_err();
-        assert!(matches!(err, JoseError::RecipientKeyMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, JoseError::RecipientKeyMismatch { .. }),
+            "{err}"
+        );
+        let err = encrypt_compact(
+            "ECDH-ES",
+            "A256GCM",
+            r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#,
+            "",
+            b"x",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, JoseError::RecipientKeyMismatch { .. }),
+            "{err}"
+        );
     }
 
     #[test]

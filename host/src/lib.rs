@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod model;
 pub mod mtls;
 pub mod pipeline;
-#[path = "plugins_stub.rs"]
 pub mod plugins;
 pub mod store;
 pub mod tls;

@@ -40,6 +40,7 @@ pub struct Tenant {
 
 /// What an endpoint is: where to deliver, which events, and how to prove and protect each call.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// Absolute `http` or `https` URL of the receiver.
     pub url: String,

@@ -191,7 +191,9 @@ pub fn generate_csr(common_name: &str, dns_names: &[String]) -> Result<(String, 
         return Err(TlsError::InvalidName {
             what: "common name",
             name: common_name.to_owned(),
-            reason: format!("must be 1 to {MAX_COMMON_NAME_LEN} characters without control characters"),
+            reason: format!(
+                "must be 1 to {MAX_COMMON_NAME_LEN} characters without control characters"
+            ),
         });
     }
     for name in dns_names {
@@ -412,16 +414,19 @@ fn check_chain_and_key(
             what: "private key",
         });
     }
-    let key =
-        PKey::private_key_from_pem(key_pem.as_bytes()).map_err(|_| TlsError::InvalidPrivateKey {
+    let key = PKey::private_key_from_pem(key_pem.as_bytes()).map_err(|_| {
+        TlsError::InvalidPrivateKey {
             what: "private key",
             reason: "unreadable (expected an unencrypted PKCS#8, SEC1 or PKCS#1 PEM key)".into(),
-        })?;
-    let leaf_key = leaf.public_key().map_err(|e| TlsError::InvalidCertificate {
-        what,
-        index: 1,
-        reason: format!("cannot read the public key: {e}"),
+        }
     })?;
+    let leaf_key = leaf
+        .public_key()
+        .map_err(|e| TlsError::InvalidCertificate {
+            what,
+            index: 1,
+            reason: format!("cannot read the public key: {e}"),
+        })?;
     if !leaf_key.public_eq(&key) {
         return Err(TlsError::KeyMismatch {
             subject: name_to_string(leaf.subject_name()),
@@ -442,8 +447,7 @@ fn name_to_string(name: &X509NameRef) -> String {
                 .unwrap_or_else(|_| object.to_string());
             let value = entry
                 .data()
-                .as_utf8()
-                .map(|s| s.to_string())
+                .to_string()
                 .unwrap_or_else(|_| hex::encode(entry.data().as_slice()));
             format!("{key}={value}")
         })
@@ -486,7 +490,10 @@ mod tests {
     #[test]
     fn client_config_public_roots() {
         let config = client_config(None, None).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         assert!(!config.client_auth_cert_resolver.has_certs());
     }
 
@@ -508,7 +515,15 @@ mod tests {
         let (chain, _) = issue(&ca, "a");
         let (_, other_key) = issue(&other, "b");
         let err = client_config(Some("garbage"), None).unwrap_err();
-        assert!(matches!(err, TlsError::NotPem { what: "trusted issuers" }), "{err}");
+        assert!(
+            matches!(
+                err,
+                TlsError::NotPem {
+                    what: "trusted issuers"
+                }
+            ),
+            "{err}"
+        );
         let err = client_config(None, Some((&chain, &other_key))).unwrap_err();
         assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
         let err = client_config(None, Some((&chain, "nope"))).unwrap_err();
@@ -517,13 +532,20 @@ mod tests {
 
     #[test]
     fn generate_csr_parses_back() {
-        let names = vec!["hooks.example.com".to_string(), "alt.example.com".to_string()];
+        let names = vec![
+            "hooks.example.com".to_string(),
+            "alt.example.com".to_string(),
+        ];
         let (key_pem, csr_pem) = generate_csr("hooks.example.com", &names).unwrap();
         assert!(key_pem.contains("BEGIN PRIVATE KEY"));
         assert!(csr_pem.contains("BEGIN CERTIFICATE REQUEST"));
         let csr = CertificateSigningRequestParams::from_pem(&csr_pem).unwrap();
         assert_eq!(csr.params.subject_alt_names.len(), 2);
-        let cn = csr.params.distinguished_name.get(&DnType::CommonName).unwrap();
+        let cn = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .unwrap();
         assert_eq!(cn, &rcgen::DnValue::Utf8String("hooks.example.com".into()));
         let key = KeyPair::from_pem(&key_pem).unwrap();
         assert_eq!(key.der_bytes(), csr.public_key.der_bytes());
@@ -535,7 +557,16 @@ mod tests {
     #[test]
     fn generate_csr_rejects_bad_names() {
         let err = generate_csr("", &[]).unwrap_err();
-        assert!(matches!(err, TlsError::InvalidName { what: "common name", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                TlsError::InvalidName {
+                    what: "common name",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = generate_csr(&"x".repeat(65), &[]).unwrap_err();
         assert!(matches!(err, TlsError::InvalidName { .. }), "{err}");
         let err = generate_csr("ok", &["bad name".to_string()]).unwrap_err();
@@ -555,7 +586,10 @@ mod tests {
         assert_eq!(summary.subject, "CN=client.example.com");
         assert_eq!(summary.issuer, "CN=Signing CA");
         assert!(summary.not_before < summary.not_after);
-        assert_eq!(summary.sha256_fingerprint, hex::encode(Sha256::digest(cert.der())));
+        assert_eq!(
+            summary.sha256_fingerprint,
+            hex::encode(Sha256::digest(cert.der()))
+        );
         assert_eq!(summary.sha256_fingerprint.len(), 64);
         // The leaf alone is fine too.
         check_certificate(&cert.pem(), &key_pem).unwrap();
@@ -588,13 +622,21 @@ mod tests {
         let mut params = CertificateParams::new(vec!["t.example".to_string()]).unwrap();
         params.not_before = rcgen::date_time_ymd(2020, 1, 2);
         params.not_after = rcgen::date_time_ymd(2030, 1, 2);
-        params.distinguished_name.push(DnType::OrganizationName, "Org");
-        params.distinguished_name.push(DnType::CommonName, "t.example");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Org");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "t.example");
         let cert = params.signed_by(&key, &ca).unwrap();
         let summary = check_certificate(&cert.pem(), &key.serialize_pem()).unwrap();
         assert_eq!(summary.not_before, 1_577_923_200);
         assert_eq!(summary.not_after, 1_893_542_400);
-        assert!(summary.subject.contains("CN=t.example"), "{}", summary.subject);
+        assert!(
+            summary.subject.contains("CN=t.example"),
+            "{}",
+            summary.subject
+        );
         assert!(summary.subject.contains("O=Org"), "{}", summary.subject);
     }
 
@@ -613,21 +655,28 @@ mod tests {
 
         let csr = generate_csr("x", &[]).unwrap().1;
         let err = parse_certificates(&csr).unwrap_err();
-        assert!(matches!(err, TlsError::UnexpectedPemBlock { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, TlsError::UnexpectedPemBlock { index: 1, .. }),
+            "{err}"
+        );
 
-        let err = parse_certificates("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
-            .unwrap_err();
+        let err =
+            parse_certificates("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
         assert!(matches!(err, TlsError::InvalidPem { .. }), "{err}");
 
-        let err = parse_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .unwrap_err();
-        assert!(matches!(err, TlsError::InvalidCertificate { index: 1, .. }), "{err}");
+        let err =
+            parse_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
+        assert!(
+            matches!(err, TlsError::InvalidCertificate { index: 1, .. }),
+            "{err}"
+        );
 
         let err = parse_certificates("-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err();
         assert!(matches!(err, TlsError::InvalidPem { .. }), "{err}");
 
-        let err =
-            parse_certificates("-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n").unwrap_err();
+        let err = parse_certificates("-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n").unwrap_err();
         assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
     }
 }

@@ -9,9 +9,36 @@ use serde_json::json;
 
 use crate::support::{ADMIN, Api, Receiver, Reply, shared_cache_dir};
 
-fn spawn_engine(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wasmhook"))
+/// The engine process; killed when dropped so a failing test leaves nothing running.
+struct EngineProcess(Child);
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for EngineProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EngineProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn spawn_engine(data_dir: &std::path::Path, port: u16) -> EngineProcess {
+    // Endpoints without steps need the operator policy off; the rest comes from flags.
+    let config = data_dir.join("test.toml");
+    std::fs::write(&config, "[plugins]\nrequire_auth_and_security = false\n").unwrap();
+    EngineProcess(Command::new(env!("CARGO_BIN_EXE_wasmhook"))
         .arg("serve")
+        .args(["--config", config.to_str().unwrap()])
         .args(["--data-dir", data_dir.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--allow-cidr", "127.0.0.1/32"])
@@ -20,16 +47,16 @@ fn spawn_engine(data_dir: &std::path::Path, port: u16) -> Child {
         .env("RUST_LOG", "warn")
         .env_remove("WASMHOOK_CONFIG")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
-        .expect("start the wasmhook binary")
+        .expect("start the wasmhook binary"))
 }
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn wait_healthy(api: &Api, child: &mut Child) {
+async fn wait_healthy(api: &Api, child: &mut EngineProcess) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {

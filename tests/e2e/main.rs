@@ -8,3 +8,4 @@ mod crash;
 mod delivery;
 mod methods;
 mod plugins;
+mod tls;

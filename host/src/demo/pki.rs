@@ -2,7 +2,7 @@
 //! (hyper, HTTP/1.1 + HTTP/2) on 127.0.0.1 for end-to-end tests of TLS and mTLS delivery.
 //!
 //! Demo and test code: helpers panic with a message on failure (never used by `serve`).
-#![allow(dead_code)] // Each test binary uses a different subset of the helpers.
+#![allow(dead_code)] // The demo uses a subset; the tests use the rest.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -234,8 +234,7 @@ where
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection(TokioIo::new(tls), service).await;
             });
         }

@@ -60,15 +60,23 @@ mod tests {
     #[test]
     fn explicit_list_wins() {
         assert_eq!(
-            parse(r#"{"allowed_hosts":["Auth.Example.com","idp:8443"],"token_url":"https://x.test/t"}"#),
+            parse(
+                r#"{"allowed_hosts":["Auth.Example.com","idp:8443"],"token_url":"https://x.test/t"}"#
+            ),
             vec!["auth.example.com", "idp:8443"]
         );
     }
 
     #[test]
     fn falls_back_to_token_url() {
-        assert_eq!(parse(r#"{"token_url":"https://Auth.example.com/oauth/token"}"#), vec!["auth.example.com"]);
-        assert_eq!(parse(r#"{"token_url":"http://idp.test:8080/t"}"#), vec!["idp.test:8080"]);
+        assert_eq!(
+            parse(r#"{"token_url":"https://Auth.example.com/oauth/token"}"#),
+            vec!["auth.example.com"]
+        );
+        assert_eq!(
+            parse(r#"{"token_url":"http://idp.test:8080/t"}"#),
+            vec!["idp.test:8080"]
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub(crate) mod token {
 use step::wasmhook::plugin::{log, types as wit};
 
 use super::error::PluginError;
-use super::types::{CallContext, HttpRequest, HttpResponse, LogLevel, PluginInfo, PluginKind, Token};
+use super::types::{
+    CallContext, HttpRequest, HttpResponse, LogLevel, PluginInfo, PluginKind, Token,
+};
 
 impl From<&HttpRequest> for wit::Request {
     fn from(r: &HttpRequest) -> Self {

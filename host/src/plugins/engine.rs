@@ -107,7 +107,6 @@ pub(crate) fn build_engine(limits: &RuntimeLimits) -> Result<Engine, LoadError> 
     // exhausts it is a stack-overflow trap, reported as such.
     config.max_wasm_stack(512 << 10);
     config.async_stack_size(2 << 20);
-    config.wasm_backtrace(true);
 
     Engine::new(&config).map_err(|e| LoadError::Runtime(super::error::chain(&e)))
 }

@@ -41,7 +41,9 @@ pub enum PluginError {
         reason: String,
     },
     /// The operation does not exist for this kind of plugin (`apply` on a token provider).
-    #[error("plugin `{plugin}` is a {actual} plugin; {operation} needs a {expected} plugin")]
+    #[error(
+        "plugin `{plugin}` (kind {actual}) does not support {operation}: it needs a {expected} plugin"
+    )]
     WrongKind {
         /// The plugin's name.
         plugin: String,

@@ -165,9 +165,9 @@ impl StoreState {
     }
 
     fn call_ctx(&self, what: &str) -> Result<CallContext, String> {
-        self.ctx
-            .clone()
-            .ok_or_else(|| format!("{what} is only available while a delivery is running (apply/fetch-token)"))
+        self.ctx.clone().ok_or_else(|| {
+            format!("{what} is only available while a delivery is running (apply/fetch-token)")
+        })
     }
 }
 
@@ -193,7 +193,8 @@ impl log::Host for StoreState {
         }
         let message = truncate(&message, MAX_LOG_LINE);
         let level = LogLevel::from(level);
-        self.host.log(&self.plugin, self.ctx.as_ref(), level, message);
+        self.host
+            .log(&self.plugin, self.ctx.as_ref(), level, message);
     }
 }
 

@@ -40,12 +40,8 @@ pub use cache::CacheOutcome;
 pub use check::{CheckReport, check_component};
 pub use engine::{EPOCH_TICK, RuntimeLimits};
 pub use error::{LoadError, PluginError};
-pub use registry::{
-    PluginRegistry, PluginSource, PluginState, PluginStatus, validate_plugin_name,
-};
+pub use registry::{PluginRegistry, PluginSource, PluginState, PluginStatus, validate_plugin_name};
 pub use runtime::{LoadedPlugin, PluginRuntime, WALL_CLOCK_ALLOWANCE, World};
 pub use services::{HostServices, NoHostServices};
-pub use types::{
-    CallContext, HttpRequest, HttpResponse, LogLevel, PluginInfo, PluginKind, Token,
-};
+pub use types::{CallContext, HttpRequest, HttpResponse, LogLevel, PluginInfo, PluginKind, Token};
 pub use watcher::WatchGuard;

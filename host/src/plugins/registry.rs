@@ -84,7 +84,12 @@ struct Slot {
 }
 
 impl Slot {
-    fn ready(name: String, source: PluginSource, plugin: Arc<LoadedPlugin>, path: Option<PathBuf>) -> Self {
+    fn ready(
+        name: String,
+        source: PluginSource,
+        plugin: Arc<LoadedPlugin>,
+        path: Option<PathBuf>,
+    ) -> Self {
         Slot {
             status: PluginStatus {
                 name,
@@ -103,7 +108,14 @@ impl Slot {
     }
 
     /// Records a failed load, keeping the previous good version (if any) in service.
-    fn failed(previous: Option<Slot>, name: String, source: PluginSource, err: &LoadError, sha: String, path: Option<PathBuf>) -> Self {
+    fn failed(
+        previous: Option<Slot>,
+        name: String,
+        source: PluginSource,
+        err: &LoadError,
+        sha: String,
+        path: Option<PathBuf>,
+    ) -> Self {
         match previous {
             Some(mut slot) if slot.plugin.is_some() => {
                 slot.status.status = PluginState::Failed;
@@ -274,7 +286,8 @@ impl PluginRegistry {
                 tracing::error!(plugin = name, error = %e, "built-in plugin failed to load");
                 let mut t = self.write();
                 let prev = t.builtins.remove(name);
-                let slot = Slot::failed(prev, name.to_string(), PluginSource::BuiltIn, &e, sha, None);
+                let slot =
+                    Slot::failed(prev, name.to_string(), PluginSource::BuiltIn, &e, sha, None);
                 t.builtins.insert(name.to_string(), slot);
                 Err(e)
             }
@@ -308,7 +321,9 @@ impl PluginRegistry {
                 "plugin `{name}` is not loaded (its file was removed)"
             )));
         }
-        Err(PluginError::NotFound(format!("plugin `{name}` is not loaded")))
+        Err(PluginError::NotFound(format!(
+            "plugin `{name}` is not loaded"
+        )))
     }
 
     /// Global plugins (built-ins and directory plugins; a built-in replaced by a directory
@@ -342,8 +357,9 @@ impl PluginRegistry {
     /// Loads (or reloads) every `*.wasm` of `dir` whose content changed, and drops directory
     /// plugins of `dir` whose file is gone. Called by the single loader task.
     pub(crate) async fn rescan_directory(&self, dir: &Path) -> Result<(), LoadError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| LoadError::io(format!("reading plugin directory {}", dir.display()), &e))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            LoadError::io(format!("reading plugin directory {}", dir.display()), &e)
+        })?;
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -417,7 +433,12 @@ impl PluginRegistry {
                     .directory
                     .insert(
                         name.to_string(),
-                        Slot::ready(name.to_string(), PluginSource::Directory, plugin, Some(path.to_path_buf())),
+                        Slot::ready(
+                            name.to_string(),
+                            PluginSource::Directory,
+                            plugin,
+                            Some(path.to_path_buf()),
+                        ),
                     )
                     .is_some();
                 tracing::info!(plugin = name, sha256 = %sha, replaced, "directory plugin is live");
@@ -434,7 +455,14 @@ impl PluginRegistry {
         let mut t = self.write();
         t.removed.remove(name);
         let prev = t.directory.remove(name);
-        let slot = Slot::failed(prev, name.to_string(), PluginSource::Directory, err, sha, Some(path.to_path_buf()));
+        let slot = Slot::failed(
+            prev,
+            name.to_string(),
+            PluginSource::Directory,
+            err,
+            sha,
+            Some(path.to_path_buf()),
+        );
         t.directory.insert(name.to_string(), slot);
     }
 
@@ -467,7 +495,10 @@ impl PluginRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
                 return Err(LoadError::io(
-                    format!("reading tenant plugin directory {}", self.tenant_dir.display()),
+                    format!(
+                        "reading tenant plugin directory {}",
+                        self.tenant_dir.display()
+                    ),
                     &e,
                 ));
             }
@@ -504,12 +535,23 @@ impl PluginRegistry {
                     }
                 };
                 let full = format!("tenant:{name}");
-                let slot = match self.runtime.load(&full, &bytes, Some(&self.cache_dir)).await {
+                let slot = match self
+                    .runtime
+                    .load(&full, &bytes, Some(&self.cache_dir))
+                    .await
+                {
                     Ok(p) => Slot::ready(full, PluginSource::Tenant(tenant.clone()), p, Some(path)),
                     Err(e) => {
                         tracing::warn!(tenant = %tenant, plugin = %name, error = %e, "tenant plugin failed to load");
                         let sha = hex::encode(Sha256::digest(&bytes));
-                        Slot::failed(None, full, PluginSource::Tenant(tenant.clone()), &e, sha, Some(path))
+                        Slot::failed(
+                            None,
+                            full,
+                            PluginSource::Tenant(tenant.clone()),
+                            &e,
+                            sha,
+                            Some(path),
+                        )
                     }
                 };
                 self.write()
@@ -552,7 +594,10 @@ impl PluginRegistry {
             }
         }
         let full = format!("tenant:{name}");
-        let plugin = self.runtime.load(&full, bytes, Some(&self.cache_dir)).await?;
+        let plugin = self
+            .runtime
+            .load(&full, bytes, Some(&self.cache_dir))
+            .await?;
         let dir = self.tenant_dir.join(tenant);
         let path = self.tenant_path(tenant, name);
         let (d, p, owned) = (dir.clone(), path.clone(), bytes.to_vec());
@@ -563,7 +608,12 @@ impl PluginRegistry {
                 reason: e.to_string(),
             })?
             .map_err(|e| LoadError::io(format!("writing {}", path.display()), &e))?;
-        let slot = Slot::ready(full, PluginSource::Tenant(tenant.to_string()), plugin, Some(path));
+        let slot = Slot::ready(
+            full,
+            PluginSource::Tenant(tenant.to_string()),
+            plugin,
+            Some(path),
+        );
         let status = slot.status.clone();
         self.write()
             .tenants

@@ -64,7 +64,11 @@ impl World {
     /// Whether the host provides import `name` to components of this world.
     fn provides(self, name: &str) -> bool {
         const WASI: &[&str] = &[
-            "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/",
+            "wasi:cli/",
+            "wasi:io/",
+            "wasi:clocks/",
+            "wasi:random/",
+            "wasi:filesystem/",
             "wasi:sockets/",
         ];
         if let Some(rest) = name.strip_prefix("wasmhook:plugin/") {
@@ -164,7 +168,8 @@ impl PluginRuntime {
         let dir = cache_dir.map(Path::to_path_buf);
         let (sha256, compiled) = tokio::task::spawn_blocking(move || {
             let sha256 = hex::encode(Sha256::digest(&owned));
-            let compiled = cache::load_or_compile(&engine, &plugin, &owned, &sha256, dir.as_deref());
+            let compiled =
+                cache::load_or_compile(&engine, &plugin, &owned, &sha256, dir.as_deref());
             (sha256, compiled)
         })
         .await
@@ -178,7 +183,14 @@ impl PluginRuntime {
         let name_arc: Arc<str> = Arc::from(name);
         let out = self
             .inner
-            .invoke(&name_arc, &pre, Op::Info, None, Arc::new(NoHostServices), Vec::new())
+            .invoke(
+                &name_arc,
+                &pre,
+                Op::Info,
+                None,
+                Arc::new(NoHostServices),
+                Vec::new(),
+            )
             .await
             .map_err(|e| LoadError::InfoFailed {
                 plugin: name.to_string(),
@@ -232,8 +244,14 @@ impl RuntimeInner {
     /// world's linker; unknown imports are named in the error.
     fn classify(&self, name: &str, component: &Component) -> Result<(World, WorldPre), LoadError> {
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let exports_world = |w: World| {
             let prefix = w.export().split('@').next().unwrap_or_default();
             exports
@@ -303,7 +321,10 @@ impl RuntimeInner {
         }
         let pre = linker.instantiate_pre(component).map_err(|e| {
             wrong(
-                format!("its imports do not match what the host provides to the {world} world: {}", chain(&e)),
+                format!(
+                    "its imports do not match what the host provides to the {world} world: {}",
+                    chain(&e)
+                ),
                 Vec::new(),
             )
         })?;
@@ -589,9 +610,27 @@ impl LoadedPlugin {
             .run(Op::Info, None, Arc::new(NoHostServices), Vec::new())
             .await?
         {
-            Out::Info(raw) => convert_info(raw).map_err(|reason| PluginError::Permanent(reason)),
+            Out::Info(raw) => convert_info(raw).map_err(PluginError::Permanent),
             _ => unreachable!("info returns Out::Info"),
         }
+    }
+
+    /// Names of the component's imports and exports.
+    pub fn imports_exports(&self) -> (Vec<String>, Vec<String>) {
+        let component = match &self.pre {
+            WorldPre::Step(p) => p.instance_pre().component(),
+            WorldPre::Token(p) => p.instance_pre().component(),
+        };
+        let ty = component.component_type();
+        let imports = ty
+            .imports(&self.rt.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports = ty
+            .exports(&self.rt.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        (imports, exports)
     }
 
     fn wrong_kind(&self, operation: &str, expected: &str) -> PluginError {

@@ -13,7 +13,11 @@ use super::host_imports::StoreState;
 const MAX_STDERR_IN_ERROR: usize = 1024;
 
 /// Describes why a call failed, for a `PluginError::Trap { reason }`.
-pub(crate) fn describe(err: &wasmtime::Error, state: &StoreState, limits: &RuntimeLimits) -> String {
+pub(crate) fn describe(
+    err: &wasmtime::Error,
+    state: &StoreState,
+    limits: &RuntimeLimits,
+) -> String {
     let base = if state.limiter.memory_limit_hit {
         format!(
             "exceeded its memory limit of {}",
@@ -62,9 +66,9 @@ pub(crate) fn stderr_excerpt(bytes: &[u8]) -> Option<String> {
 
 /// `64 MiB`, `512 KiB`, or `1000 bytes`.
 pub(crate) fn human_bytes(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} bytes")

@@ -74,7 +74,10 @@ impl FakeHost {
 
 fn host_of(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.split(['/', '?', '#']).next().unwrap_or("").to_ascii_lowercase()
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 impl HostServices for FakeHost {
@@ -124,7 +127,7 @@ impl HostServices for FakeHost {
             .unwrap()
             .push((allowed_hosts.clone(), request.url.clone()));
         Box::pin(async move {
-            if !allowed_hosts.iter().any(|h| *h == host) {
+            if !allowed_hosts.contains(&host) {
                 return Err(format!(
                     "outbound request to `{host}` refused: not in the provider's allowed hosts {allowed_hosts:?}"
                 ));

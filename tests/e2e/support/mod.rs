@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod pki;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
