@@ -21,10 +21,18 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
-    for watched in ["wit", "plugins", "examples/tenant-token-provider", "tests/guests"] {
+    for watched in [
+        "wit",
+        "plugins",
+        "examples/tenant-token-provider",
+        "tests/guests",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=WASMHOOK_GUEST_TARGET_DIR");
@@ -55,7 +63,12 @@ fn main() {
     );
     for name in &built_in {
         let path = artifact(&artifacts, name);
-        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", path.display()).unwrap();
+        writeln!(
+            generated,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display()
+        )
+        .unwrap();
     }
     generated.push_str(
         "];\n\n/// Example components from `examples/` (the demo uploads them): (crate name, bytes).\n\
@@ -63,7 +76,12 @@ fn main() {
     );
     for name in &examples {
         let path = artifact(&artifacts, name);
-        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", path.display()).unwrap();
+        writeln!(
+            generated,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display()
+        )
+        .unwrap();
     }
     generated.push_str(
         "];\n\n/// Every guest component built from this repository: (crate name, path of the .wasm).\n\
@@ -71,7 +89,12 @@ fn main() {
     );
     for name in built_in.iter().chain(&others) {
         let path = artifact(&artifacts, name);
-        writeln!(generated, "    ({name:?}, {:?}),", path.display().to_string()).unwrap();
+        writeln!(
+            generated,
+            "    ({name:?}, {:?}),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     generated.push_str("];\n");
     fs::write(out_dir.join("guests.rs"), generated).expect("write guests.rs");
@@ -95,13 +118,13 @@ fn ensure_target_installed() {
         .ok()
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .map(|s| PathBuf::from(s.trim()));
-    if let Some(sysroot) = sysroot {
-        if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-            panic!(
-                "\n\nwasmhook builds its plugins for {TARGET}, which is not installed.\n\
-                 Run: rustup target add {TARGET}\n\n"
-            );
-        }
+    if let Some(sysroot) = sysroot
+        && !sysroot.join("lib/rustlib").join(TARGET).exists()
+    {
+        panic!(
+            "\n\nwasmhook builds its plugins for {TARGET}, which is not installed.\n\
+             Run: rustup target add {TARGET}\n\n"
+        );
     }
 }
 
@@ -120,7 +143,9 @@ fn build_guests(root: &Path, target_dir: &Path) {
         .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
         .env_remove("CARGO_PRIMARY_PACKAGE")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    let status = cmd.status().expect("failed to run cargo for the Wasm guests");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the Wasm guests");
     assert!(
         status.success(),
         "building the Wasm guests failed (cargo build --manifest-path plugins/Cargo.toml --target {TARGET} --release)"
@@ -144,6 +169,10 @@ fn crate_names(dir: &Path) -> Vec<String> {
 
 fn artifact(artifacts: &Path, crate_name: &str) -> PathBuf {
     let path = artifacts.join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.is_file(), "guest component {} was not built", path.display());
+    assert!(
+        path.is_file(),
+        "guest component {} was not built",
+        path.display()
+    );
     path
 }

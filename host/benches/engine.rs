@@ -82,7 +82,10 @@ impl Settings {
             .filter(|v| !v.trim().is_empty())
             .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
         let keep = std::env::var("WASMHOOK_BENCH_KEEP").is_ok_and(|v| !v.is_empty() && v != "0");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("host/ has a parent")
+            .to_path_buf();
         let out_dir = workspace.join("target").join("bench");
         let cache_dir = out_dir.join("plugin-cache");
         let clock_ticks = Command::new("getconf")
@@ -92,11 +95,23 @@ impl Settings {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| s.trim().parse::<f64>().ok())
             .unwrap_or(100.0);
-        Self { events, quick, only, keep, workspace, out_dir, cache_dir, clock_ticks, started: Instant::now() }
+        Self {
+            events,
+            quick,
+            only,
+            keep,
+            workspace,
+            out_dir,
+            cache_dir,
+            clock_ticks,
+            started: Instant::now(),
+        }
     }
 
     fn wants(&self, section: &str) -> bool {
-        self.only.as_ref().is_none_or(|only| only.iter().any(|s| s == section))
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|s| s == section))
     }
 
     fn scaled(&self, full: u64, quick: u64) -> u64 {
@@ -132,7 +147,14 @@ struct Report {
 }
 
 impl Report {
-    fn add(&mut self, id: &str, section: &str, measurement: &str, value: Option<f64>, unit: &str) -> &mut Row {
+    fn add(
+        &mut self,
+        id: &str,
+        section: &str,
+        measurement: &str,
+        value: Option<f64>,
+        unit: &str,
+    ) -> &mut Row {
         self.rows.push(Row {
             id: id.into(),
             section: section.into(),
@@ -181,7 +203,11 @@ fn fmt_value(v: f64) -> String {
     } else if v.abs() >= 1000.0 {
         let s = format!("{v:.0}");
         // thousands separators
-        let (sign, digits) = if let Some(d) = s.strip_prefix('-') { ("-", d) } else { ("", s.as_str()) };
+        let (sign, digits) = if let Some(d) = s.strip_prefix('-') {
+            ("-", d)
+        } else {
+            ("", s.as_str())
+        };
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
             if i > 0 && (digits.len() - i) % 3 == 0 {
@@ -202,7 +228,17 @@ fn fmt_value(v: f64) -> String {
 }
 
 fn render_table(rows: &[Row]) -> String {
-    let header = ["section", "measurement", "value", "unit", "ratio", "vs", "target", "ok", "note"];
+    let header = [
+        "section",
+        "measurement",
+        "value",
+        "unit",
+        "ratio",
+        "vs",
+        "target",
+        "ok",
+        "note",
+    ];
     let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
@@ -301,29 +337,50 @@ async fn start_sink() -> anyhow::Result<Arc<Sink>> {
     let shared = sink.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let sink = shared.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                    let sink = sink.clone();
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        let _ = body.collect().await;
-                        if parts.method == hyper::Method::POST {
-                            if !parts.headers.contains_key("webhook-id") || !parts.headers.contains_key("webhook-timestamp") {
-                                sink.malformed.fetch_add(1, Ordering::Relaxed);
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let _ = body.collect().await;
+                            if parts.method == hyper::Method::POST {
+                                if !parts.headers.contains_key("webhook-id")
+                                    || !parts.headers.contains_key("webhook-timestamp")
+                                {
+                                    sink.malformed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if let Some(v) = parts.headers.get("x-plugin-version") {
+                                    let version = v
+                                        .as_bytes()
+                                        .first()
+                                        .map(|b| b.wrapping_sub(b'0'))
+                                        .unwrap_or(0);
+                                    sink.versions
+                                        .lock()
+                                        .unwrap()
+                                        .push((version, Instant::now()));
+                                }
+                                sink.count.fetch_add(1, Ordering::Relaxed);
                             }
-                            if let Some(v) = parts.headers.get("x-plugin-version") {
-                                let version = v.as_bytes().first().map(|b| b.wrapping_sub(b'0')).unwrap_or(0);
-                                sink.versions.lock().unwrap().push((version, Instant::now()));
-                            }
-                            sink.count.fetch_add(1, Ordering::Relaxed);
+                            let status = if parts.method == hyper::Method::POST {
+                                204
+                            } else {
+                                405
+                            };
+                            Ok::<_, Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Empty::<Bytes>::new())
+                                    .unwrap(),
+                            )
                         }
-                        let status = if parts.method == hyper::Method::POST { 204 } else { 405 };
-                        Ok::<_, Infallible>(hyper::Response::builder().status(status).body(Empty::<Bytes>::new()).unwrap())
-                    }
-                });
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service)
@@ -354,11 +411,22 @@ struct Api {
 
 impl Api {
     fn new(base: &str) -> Self {
-        Self { base: base.into(), client: http_client(1024) }
+        Self {
+            base: base.into(),
+            client: http_client(1024),
+        }
     }
 
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Bytes>) -> anyhow::Result<(u16, Bytes)> {
-        let mut builder = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(token) = token {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
@@ -372,12 +440,26 @@ impl Api {
         Ok((status, bytes))
     }
 
-    async fn json(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
-        let (status, bytes) = self.call(method, path, token, body.map(|b| Bytes::from(b.to_string()))).await?;
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let (status, bytes) = self
+            .call(
+                method,
+                path,
+                token,
+                body.map(|b| Bytes::from(b.to_string())),
+            )
+            .await?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         Ok((status, value))
     }
@@ -421,45 +503,79 @@ struct EngineProc {
     api: Api,
     startup: Duration,
     clock_ticks: f64,
+    log_path: PathBuf,
 }
 
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 struct ProcStats {
     peak_rss_kib: Option<u64>,
     cpu_seconds: Option<f64>,
+    /// `panicked at` lines in the engine's log, and the first panic message.
+    panics: u64,
+    first_panic: Option<String>,
+}
+
+/// Counts the panics in an engine log (after the engine stopped).
+fn scan_panics(log: &Path) -> (u64, Option<String>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut count = 0;
+    let mut first = None;
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("panicked at") {
+            count += 1;
+            if first.is_none() {
+                let message = lines.get(i + 1).copied().unwrap_or("");
+                first = Some(format!("{} {}", line.trim(), message.trim()));
+            }
+        }
+    }
+    (count, first)
 }
 
 fn proc_stats(pid: u32, clock_ticks: f64) -> ProcStats {
-    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-    });
-    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-        // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
-        let rest = &s[s.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) / clock_ticks)
-    });
-    ProcStats { peak_rss_kib, cpu_seconds }
+    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        });
+    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / clock_ticks)
+        });
+    ProcStats {
+        peak_rss_kib,
+        cpu_seconds,
+    }
 }
 
 fn self_cpu_seconds(clock_ticks: f64) -> f64 {
-    proc_stats(std::process::id(), clock_ticks).cpu_seconds.unwrap_or(0.0)
+    proc_stats(std::process::id(), clock_ticks)
+        .cpu_seconds
+        .unwrap_or(0.0)
 }
 
 impl EngineProc {
     async fn start(settings: &Settings, options: EngineOptions) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let dir = tempfile::Builder::new().prefix(&format!("wasmhook-bench-{}-", options.label)).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wasmhook-bench-{}-", options.label))
+            .tempdir()?;
         let data_dir = dir.path().to_path_buf();
         let plugins_dir = data_dir.join("plugins");
         std::fs::create_dir_all(&plugins_dir)?;
         std::fs::create_dir_all(&settings.cache_dir)?;
         for (name, source) in &options.plugin_files {
-            std::fs::copy(source, plugins_dir.join(name)).with_context(|| format!("copying {}", source.display()))?;
+            std::fs::copy(source, plugins_dir.join(name))
+                .with_context(|| format!("copying {}", source.display()))?;
         }
         let config_path = data_dir.join("bench.toml");
         std::fs::write(
@@ -474,7 +590,23 @@ impl EngineProc {
         let logs = settings.out_dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let log_path = logs.join(format!("{}.log", options.label));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmhook"))
+        let thread_log_path = log_path.clone();
+        // WASMHOOK_BENCH_ENGINE_WRAPPER="valgrind --tool=callgrind ..." runs the engine under a
+        // profiler (the arguments are split on whitespace).
+        let wrapper: Vec<String> = std::env::var("WASMHOOK_BENCH_ENGINE_WRAPPER")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_wasmhook"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_wasmhook")),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -504,7 +636,7 @@ impl EngineProc {
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
-            let mut log = std::fs::File::create(&log_path).ok();
+            let mut log = std::fs::File::create(&thread_log_path).ok();
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -520,7 +652,13 @@ impl EngineProc {
         });
         let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(120)))
             .await?
-            .map_err(|_| anyhow!("the engine ({}) did not report its address; see target/bench/logs/{}.log", options.label, options.label));
+            .map_err(|_| {
+                anyhow!(
+                    "the engine ({}) did not report its address; see target/bench/logs/{}.log",
+                    options.label,
+                    options.label
+                )
+            });
         let url = match url {
             Ok(url) => url,
             Err(e) => {
@@ -550,6 +688,7 @@ impl EngineProc {
             api,
             startup: started.elapsed(),
             clock_ticks: settings.clock_ticks,
+            log_path,
         })
     }
 
@@ -573,43 +712,93 @@ impl EngineProc {
 
     /// Creates tenant `id`; returns its token.
     async fn tenant(&self, id: &str) -> anyhow::Result<String> {
-        let (status, body) = self.api.json("POST", "/v1/tenants", Some(ADMIN_TOKEN), Some(json!({"id": id, "name": id}))).await?;
+        let (status, body) = self
+            .api
+            .json(
+                "POST",
+                "/v1/tenants",
+                Some(ADMIN_TOKEN),
+                Some(json!({"id": id, "name": id})),
+            )
+            .await?;
         if status != 201 {
             bail!("creating tenant {id}: {status} {body}");
         }
-        body["token"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no token in {body}"))
+        body["token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no token in {body}"))
     }
 
     async fn endpoint(&self, tenant: &str, token: &str, spec: Value) -> anyhow::Result<String> {
-        let (status, body) = self.api.json("POST", &format!("/v1/tenants/{tenant}/endpoints"), Some(token), Some(spec)).await?;
+        let (status, body) = self
+            .api
+            .json(
+                "POST",
+                &format!("/v1/tenants/{tenant}/endpoints"),
+                Some(token),
+                Some(spec),
+            )
+            .await?;
         if status != 201 {
             bail!("creating an endpoint: {status} {body}");
         }
-        body["id"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no id in {body}"))
+        body["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no id in {body}"))
     }
 
     /// Peak RSS and CPU, then SIGTERM and wait (SIGKILL after 30 s). With `check_pending`, opens
     /// the stopped engine's store and counts deliveries still pending.
-    async fn stop(mut self, check_pending: bool, keep: bool) -> anyhow::Result<(ProcStats, Option<u64>)> {
-        let stats = proc_stats(self.pid, self.clock_ticks);
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+    async fn stop(
+        mut self,
+        check_pending: bool,
+        keep: bool,
+    ) -> anyhow::Result<(ProcStats, Option<u64>)> {
+        let mut stats = proc_stats(self.pid, self.clock_ticks);
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.child.try_wait()?.is_some() {
                 break;
             }
             if Instant::now() > deadline {
-                eprintln!("engine {} did not stop within 30 s of SIGTERM: killing it", self.label);
+                eprintln!(
+                    "engine {} did not stop within 30 s of SIGTERM: killing it",
+                    self.label
+                );
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Let the log thread write the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (stats.panics, stats.first_panic) = scan_panics(&self.log_path);
+        if stats.panics > 0 {
+            eprintln!(
+                "  engine {} PANICKED {} times; first: {}",
+                self.label,
+                stats.panics,
+                stats.first_panic.as_deref().unwrap_or("?")
+            );
+        }
         let pending = if check_pending {
-            let store = wasmhook::store::Store::open(&self.data_dir, 16, wasmhook::config::Synchronous::Full)
-                .map_err(|e| anyhow!("reopening the store: {e}"))?;
-            let n = store.count_pending().await.map_err(|e| anyhow!("counting pending deliveries: {e}"))?;
+            let store = wasmhook::store::Store::open(
+                &self.data_dir,
+                16,
+                wasmhook::config::Synchronous::Full,
+            )
+            .map_err(|e| anyhow!("reopening the store: {e}"))?;
+            let n = store
+                .count_pending()
+                .await
+                .map_err(|e| anyhow!("counting pending deliveries: {e}"))?;
             drop(store);
             Some(n)
         } else {
@@ -618,7 +807,11 @@ impl EngineProc {
         if let Some(dir) = self.dir.take() {
             if keep {
                 let path = dir.keep();
-                eprintln!("kept the data directory of {}: {}", self.label, path.display());
+                eprintln!(
+                    "kept the data directory of {}: {}",
+                    self.label,
+                    path.display()
+                );
             }
         }
         Ok((stats, pending))
@@ -684,8 +877,14 @@ async fn produce(spec: ProduceSpec) -> Produced {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..spec.producers {
-        let (api, next, path, token, types, stop) =
-            (spec.api.clone(), next.clone(), path.clone(), token.clone(), types.clone(), spec.stop.clone());
+        let (api, next, path, token, types, stop) = (
+            spec.api.clone(),
+            next.clone(),
+            path.clone(),
+            token.clone(),
+            types.clone(),
+            spec.stop.clone(),
+        );
         let (limit, rate) = (spec.limit, spec.rate);
         tasks.push(tokio::spawn(async move {
             let mut out = Produced::default();
@@ -698,10 +897,16 @@ async fn produce(spec: ProduceSpec) -> Produced {
                     break;
                 }
                 if let Some(rate) = rate {
-                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                    tokio::time::sleep_until(
+                        (started + Duration::from_secs_f64(i as f64 / rate)).into(),
+                    )
+                    .await;
                 }
                 let event_type = &types[(i % types.len() as u64) as usize];
-                match api.call("POST", &path, Some(&token), Some(event_body(event_type, i))).await {
+                match api
+                    .call("POST", &path, Some(&token), Some(event_body(event_type, i)))
+                    .await
+                {
                     Ok((202, body)) => {
                         out.accepted += 1;
                         if i + 1 == limit || out.last_event_id.is_none() || i % 1024 == 0 {
@@ -712,7 +917,9 @@ async fn produce(spec: ProduceSpec) -> Produced {
                     }
                     Ok((status, body)) => {
                         out.errors += 1;
-                        out.first_error.get_or_insert_with(|| format!("{status} {}", String::from_utf8_lossy(&body)));
+                        out.first_error.get_or_insert_with(|| {
+                            format!("{status} {}", String::from_utf8_lossy(&body))
+                        });
                     }
                     Err(e) => {
                         out.errors += 1;
@@ -770,7 +977,9 @@ async fn baseline(sink: &Arc<Sink>, n: u64) -> anyhow::Result<f64> {
         }
     };
     // Warm-up: open the connections.
-    let warm: Vec<_> = (0..CONCURRENCY as u64).map(|i| tokio::spawn(send(i))).collect();
+    let warm: Vec<_> = (0..CONCURRENCY as u64)
+        .map(|i| tokio::spawn(send(i)))
+        .collect();
     for w in warm {
         w.await??;
     }
@@ -855,7 +1064,10 @@ async fn wait_delivered(
             (last, last_change) = (sink.count(), now);
         }
         if now > deadline || now - last_change > Duration::from_secs(20) {
-            eprintln!("  no delivery for {:.0}s or past the deadline: giving up on this run", (now - last_change).as_secs_f64());
+            eprintln!(
+                "  no delivery for {:.0}s or past the deadline: giving up on this run",
+                (now - last_change).as_secs_f64()
+            );
             return Ok((true, engine.counters().await.unwrap_or_default()));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -880,12 +1092,27 @@ fn run_deadline(settings: &Settings) -> Duration {
     Duration::from_secs(settings.scaled(300, 90))
 }
 
-async fn run_e2e(settings: &Settings, sink: &Arc<Sink>, spec: E2eSpec) -> anyhow::Result<E2eResult> {
-    let engine = EngineProc::start(settings, EngineOptions { label: spec.label.clone(), plugin_files: vec![] }).await?;
+async fn run_e2e(
+    settings: &Settings,
+    sink: &Arc<Sink>,
+    spec: E2eSpec,
+) -> anyhow::Result<E2eResult> {
+    let engine = EngineProc::start(
+        settings,
+        EngineOptions {
+            label: spec.label.clone(),
+            plugin_files: vec![],
+        },
+    )
+    .await?;
     let token = engine.tenant("bench").await?;
     let mut types = Vec::new();
     for j in 0..spec.endpoints {
-        let event_type = if spec.endpoints == 1 { EVENT_TYPE.to_string() } else { format!("bench.t{j}") };
+        let event_type = if spec.endpoints == 1 {
+            EVENT_TYPE.to_string()
+        } else {
+            format!("bench.t{j}")
+        };
         engine
             .endpoint(
                 "bench",
@@ -895,9 +1122,18 @@ async fn run_e2e(settings: &Settings, sink: &Arc<Sink>, spec: E2eSpec) -> anyhow
             .await?;
         types.push(event_type);
     }
-    progress!(settings, "  {}: engine up in {:.2}s, {} endpoint(s); posting {} events", spec.label, engine.startup.as_secs_f64(), spec.endpoints, spec.events);
+    progress!(
+        settings,
+        "  {}: engine up in {:.2}s, {} endpoint(s); posting {} events",
+        spec.label,
+        engine.startup.as_secs_f64(),
+        spec.endpoints,
+        spec.events
+    );
     let base = sink.count();
-    let cpu_before = proc_stats(engine.pid, settings.clock_ticks).cpu_seconds.unwrap_or(0.0);
+    let cpu_before = proc_stats(engine.pid, settings.clock_ticks)
+        .cpu_seconds
+        .unwrap_or(0.0);
     let self_before = self_cpu_seconds(settings.clock_ticks);
     let started = Instant::now();
     let produced = produce(ProduceSpec {
@@ -920,18 +1156,36 @@ async fn run_e2e(settings: &Settings, sink: &Arc<Sink>, spec: E2eSpec) -> anyhow
         produced.accepted as f64 / produced.elapsed.as_secs_f64(),
         sink.count() - base
     );
-    let (timed_out, counters) = wait_delivered(&engine, sink, base, produced.accepted, started + run_deadline(settings)).await?;
+    let (timed_out, counters) = wait_delivered(
+        &engine,
+        sink,
+        base,
+        produced.accepted,
+        started + run_deadline(settings),
+    )
+    .await?;
     let elapsed = started.elapsed();
     let delivered = sink.count() - base;
-    let cpu_after = proc_stats(engine.pid, settings.clock_ticks).cpu_seconds.unwrap_or(0.0);
+    let cpu_after = proc_stats(engine.pid, settings.clock_ticks)
+        .cpu_seconds
+        .unwrap_or(0.0);
     let self_after = self_cpu_seconds(settings.clock_ticks);
     let last_event_status = match &produced.last_event_id {
         Some(id) => engine
             .api
-            .json("GET", &format!("/v1/tenants/bench/events/{id}/deliveries"), Some(&token), None)
+            .json(
+                "GET",
+                &format!("/v1/tenants/bench/events/{id}/deliveries"),
+                Some(&token),
+                None,
+            )
             .await
             .ok()
-            .and_then(|(_, v)| v.get(0).and_then(|d| d["status"].as_str()).map(str::to_string)),
+            .and_then(|(_, v)| {
+                v.get(0)
+                    .and_then(|d| d["status"].as_str())
+                    .map(str::to_string)
+            }),
         None => None,
     };
     let startup_seconds = engine.startup.as_secs_f64();
@@ -951,8 +1205,10 @@ async fn run_e2e(settings: &Settings, sink: &Arc<Sink>, spec: E2eSpec) -> anyhow
         timed_out,
         startup_seconds,
         engine: stats,
-        engine_cpu_us_per_delivery: (delivered > 0).then(|| (cpu_after - cpu_before) * 1e6 / delivered as f64),
-        bench_cpu_us_per_delivery: (delivered > 0).then(|| (self_after - self_before) * 1e6 / delivered as f64),
+        engine_cpu_us_per_delivery: (delivered > 0)
+            .then(|| (cpu_after - cpu_before) * 1e6 / delivered as f64),
+        bench_cpu_us_per_delivery: (delivered > 0)
+            .then(|| (self_after - self_before) * 1e6 / delivered as f64),
         pending_after_stop: pending,
         last_event_status,
         first_error: produced.first_error,
@@ -965,12 +1221,20 @@ async fn run_e2e(settings: &Settings, sink: &Arc<Sink>, spec: E2eSpec) -> anyhow
         delivered,
         result.seconds,
         if timed_out { " TIMED OUT" } else { "" },
-        stats.peak_rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "?".into()),
+        stats
+            .peak_rss_kib
+            .map(|k| format!("{:.1}", k as f64 / 1024.0))
+            .unwrap_or_else(|| "?".into()),
         result.engine_cpu_us_per_delivery.unwrap_or(f64::NAN),
         result.bench_cpu_us_per_delivery.unwrap_or(f64::NAN),
     );
     if let Some(e) = &result.first_error {
-        progress!(settings, "  {}: {} producer errors, first: {e}", spec.label, result.errors);
+        progress!(
+            settings,
+            "  {}: {} producer errors, first: {e}",
+            spec.label,
+            result.errors
+        );
     }
     Ok(result)
 }
@@ -997,7 +1261,13 @@ struct IngestResult {
 
 /// Open loop: request i is sent at start + i/rate whatever the previous ones do. Latency is from
 /// the send to the full answer.
-async fn open_loop(api: &Api, path: &str, token: &str, rate: f64, duration: Duration) -> (Vec<Duration>, u64, f64, Duration) {
+async fn open_loop(
+    api: &Api,
+    path: &str,
+    token: &str,
+    rate: f64,
+    duration: Duration,
+) -> (Vec<Duration>, u64, f64, Duration) {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let path: Arc<str> = path.into();
     let token: Arc<str> = token.into();
@@ -1011,7 +1281,14 @@ async fn open_loop(api: &Api, path: &str, token: &str, rate: f64, duration: Dura
         let (api, path, token) = (api.clone(), path.clone(), token.clone());
         handles.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let result = api.call("POST", &path, Some(&token), Some(event_body("bench.nobody", i))).await;
+            let result = api
+                .call(
+                    "POST",
+                    &path,
+                    Some(&token),
+                    Some(event_body("bench.nobody", i)),
+                )
+                .await;
             (sent.elapsed(), matches!(result, Ok((202, _))))
         }));
     }
@@ -1025,14 +1302,29 @@ async fn open_loop(api: &Api, path: &str, token: &str, rate: f64, duration: Dura
         }
     }
     latencies.sort();
-    (latencies, errors, total as f64 / sending.as_secs_f64(), max_lag)
+    (
+        latencies,
+        errors,
+        total as f64 / sending.as_secs_f64(),
+        max_lag,
+    )
 }
 
 async fn run_ingest(settings: &Settings) -> anyhow::Result<IngestResult> {
-    let engine = EngineProc::start(settings, EngineOptions { label: "ingest".into(), plugin_files: vec![] }).await?;
+    let engine = EngineProc::start(
+        settings,
+        EngineOptions {
+            label: "ingest".into(),
+            plugin_files: vec![],
+        },
+    )
+    .await?;
     let token = engine.tenant("bench").await?;
     let n = settings.events;
-    progress!(settings, "  ingest: closed loop, {INGEST_PRODUCERS} producers, {n} events, no endpoint");
+    progress!(
+        settings,
+        "  ingest: closed loop, {INGEST_PRODUCERS} producers, {n} events, no endpoint"
+    );
     let produced = produce(ProduceSpec {
         api: engine.api.clone(),
         tenant: "bench".into(),
@@ -1045,13 +1337,23 @@ async fn run_ingest(settings: &Settings) -> anyhow::Result<IngestResult> {
     })
     .await;
     let closed = produced.accepted as f64 / produced.elapsed.as_secs_f64();
-    progress!(settings, "  ingest: {closed:.0} events/s accepted ({} errors)", produced.errors);
+    progress!(
+        settings,
+        "  ingest: {closed:.0} events/s accepted ({} errors)",
+        produced.errors
+    );
     let path = "/v1/tenants/bench/events";
     let warm = Duration::from_secs(1);
     let measure = Duration::from_secs(settings.scaled(5, 2));
-    progress!(settings, "  ingest: open loop at {OPEN_LOOP_RATE:.0}/s: {:.0}s warm-up, then {:.0}s measured", warm.as_secs_f64(), measure.as_secs_f64());
+    progress!(
+        settings,
+        "  ingest: open loop at {OPEN_LOOP_RATE:.0}/s: {:.0}s warm-up, then {:.0}s measured",
+        warm.as_secs_f64(),
+        measure.as_secs_f64()
+    );
     let _ = open_loop(&engine.api, path, &token, OPEN_LOOP_RATE, warm).await;
-    let (lat, errors, achieved, lag) = open_loop(&engine.api, path, &token, OPEN_LOOP_RATE, measure).await;
+    let (lat, errors, achieved, lag) =
+        open_loop(&engine.api, path, &token, OPEN_LOOP_RATE, measure).await;
     let (stats, _) = engine.stop(false, settings.keep).await?;
     let result = IngestResult {
         closed_loop_events_per_second: closed,
@@ -1107,13 +1409,24 @@ struct SwapResult {
     engine: ProcStats,
 }
 
-async fn run_hot_swap(settings: &Settings, sink: &Arc<Sink>, rate: f64) -> anyhow::Result<SwapResult> {
-    let v1 = PathBuf::from(wasmhook::guests::path("swap-v1").ok_or_else(|| anyhow!("no swap-v1 guest"))?);
-    let v2 = PathBuf::from(wasmhook::guests::path("swap-v2").ok_or_else(|| anyhow!("no swap-v2 guest"))?);
+async fn run_hot_swap(
+    settings: &Settings,
+    sink: &Arc<Sink>,
+    rate: f64,
+) -> anyhow::Result<SwapResult> {
+    let v1 = PathBuf::from(
+        wasmhook::guests::path("swap-v1").ok_or_else(|| anyhow!("no swap-v1 guest"))?,
+    );
+    let v2 = PathBuf::from(
+        wasmhook::guests::path("swap-v2").ok_or_else(|| anyhow!("no swap-v2 guest"))?,
+    );
     let bytes = [std::fs::read(&v1)?, std::fs::read(&v2)?];
     let engine = EngineProc::start(
         settings,
-        EngineOptions { label: "hot-swap".into(), plugin_files: vec![("swap.wasm".into(), v1.clone())] },
+        EngineOptions {
+            label: "hot-swap".into(),
+            plugin_files: vec![("swap.wasm".into(), v1.clone())],
+        },
     )
     .await?;
     let token = engine.tenant("bench").await?;
@@ -1161,7 +1474,14 @@ async fn run_hot_swap(settings: &Settings, sink: &Arc<Sink>, rate: f64) -> anyho
     tokio::time::sleep(interval).await;
     stop.store(true, Ordering::Relaxed);
     let produced = producer.await?;
-    let (timed_out, counters) = wait_delivered(&engine, sink, base, produced.accepted, Instant::now() + run_deadline(settings)).await?;
+    let (timed_out, counters) = wait_delivered(
+        &engine,
+        sink,
+        base,
+        produced.accepted,
+        Instant::now() + run_deadline(settings),
+    )
+    .await?;
     let elapsed = started.elapsed();
     let delivered = sink.count() - base;
     let final_version_served = engine
@@ -1170,7 +1490,10 @@ async fn run_hot_swap(settings: &Settings, sink: &Arc<Sink>, rate: f64) -> anyho
         .await
         .ok()
         .and_then(|(_, list)| {
-            list.as_array()?.iter().find(|p| p["name"] == "swap").and_then(|p| p["info"]["version"].as_str().map(str::to_string))
+            list.as_array()?
+                .iter()
+                .find(|p| p["name"] == "swap")
+                .and_then(|p| p["info"]["version"].as_str().map(str::to_string))
         });
     let (stats, pending) = engine.stop(!timed_out, settings.keep).await?;
 
@@ -1209,7 +1532,10 @@ async fn run_hot_swap(settings: &Settings, sink: &Arc<Sink>, rate: f64) -> anyho
         not_observed,
         latency_p50_ms: ms(percentile(&latencies, 50.0)),
         latency_max_ms: ms(latencies.last().copied()),
-        latencies_ms: latencies.iter().map(|d| (d.as_secs_f64() * 1e5).round() / 100.0).collect(),
+        latencies_ms: latencies
+            .iter()
+            .map(|d| (d.as_secs_f64() * 1e5).round() / 100.0)
+            .collect(),
         final_version_served,
         pending_after_stop: pending,
         engine: stats,
@@ -1241,13 +1567,27 @@ struct GroupCommit {
     mean_group: f64,
 }
 
-async fn group_commit(max_batch: usize, duration: Duration, tasks: usize) -> anyhow::Result<GroupCommit> {
+async fn group_commit(
+    max_batch: usize,
+    duration: Duration,
+    tasks: usize,
+) -> anyhow::Result<GroupCommit> {
     use wasmhook::model::{Tenant, new_id, now_unix};
     use wasmhook::store::{NewEvent, Store};
-    let dir = tempfile::Builder::new().prefix("wasmhook-bench-store-").tempdir()?;
-    let store = Store::open(dir.path(), max_batch, wasmhook::config::Synchronous::Full).map_err(|e| anyhow!("{e}"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("wasmhook-bench-store-")
+        .tempdir()?;
+    let store = Store::open(dir.path(), max_batch, wasmhook::config::Synchronous::Full)
+        .map_err(|e| anyhow!("{e}"))?;
     store
-        .create_tenant(Tenant { id: "bench".into(), name: "bench".into(), created_at: now_unix() }, "00".repeat(32))
+        .create_tenant(
+            Tenant {
+                id: "bench".into(),
+                name: "bench".into(),
+                created_at: now_unix(),
+            },
+            "00".repeat(32),
+        )
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let body: Arc<[u8]> = envelope(0).to_vec().into();
@@ -1268,7 +1608,10 @@ async fn group_commit(max_batch: usize, duration: Duration, tasks: usize) -> any
                         body: body.clone(),
                         endpoint_ids: vec!["ep_bench".into()],
                     };
-                    store.ingest("bench", vec![event], None, json!({})).await.map_err(|e| anyhow!("{e}"))?;
+                    store
+                        .ingest("bench", vec![event], None, json!({}))
+                        .await
+                        .map_err(|e| anyhow!("{e}"))?;
                     done += 1;
                 }
                 anyhow::Ok(done)
@@ -1287,7 +1630,11 @@ async fn group_commit(max_batch: usize, duration: Duration, tasks: usize) -> any
         events_per_second: total as f64 / elapsed.as_secs_f64(),
         commits,
         writes,
-        mean_group: if commits > 0 { writes as f64 / commits as f64 } else { 0.0 },
+        mean_group: if commits > 0 {
+            writes as f64 / commits as f64
+        } else {
+            0.0
+        },
     })
 }
 
@@ -1301,29 +1648,50 @@ struct StepCost {
 }
 
 /// What `api-key` does, natively: parse the config, replace the header.
-fn native_api_key(config: &str, mut request: wasmhook::plugins::HttpRequest) -> Result<wasmhook::plugins::HttpRequest, String> {
+fn native_api_key(
+    config: &str,
+    mut request: wasmhook::plugins::HttpRequest,
+) -> Result<wasmhook::plugins::HttpRequest, String> {
     let config: Value = serde_json::from_str(config).map_err(|e| e.to_string())?;
-    let key = config.get("key").and_then(Value::as_str).filter(|k| !k.is_empty()).ok_or("key is required")?;
-    let header = config.get("header").and_then(Value::as_str).unwrap_or("x-api-key");
-    if !header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b)) {
+    let key = config
+        .get("key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        .ok_or("key is required")?;
+    let header = config
+        .get("header")
+        .and_then(Value::as_str)
+        .unwrap_or("x-api-key");
+    if !header
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
+    {
         return Err("invalid header".into());
     }
-    request.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(header));
+    request
+        .headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case(header));
     request.headers.push((header.to_string(), key.to_string()));
     Ok(request)
 }
 
 async fn step_cost(settings: &Settings, calls: u64) -> anyhow::Result<StepCost> {
-    use wasmhook::plugins::{CallContext, HostServices, HttpRequest, NoHostServices, PluginRuntime, RuntimeLimits};
+    use wasmhook::plugins::{
+        CallContext, HostServices, HttpRequest, NoHostServices, PluginRuntime, RuntimeLimits,
+    };
     let bytes = wasmhook::guests::BUILT_IN_PLUGINS
         .iter()
         .find(|(name, _)| *name == "api-key")
         .map(|(_, b)| *b)
         .ok_or_else(|| anyhow!("no built-in api-key plugin"))?;
     std::fs::create_dir_all(&settings.cache_dir)?;
-    let runtime = PluginRuntime::new(RuntimeLimits::default()).map_err(|e| anyhow!("plugin runtime: {e}"))?;
+    let runtime =
+        PluginRuntime::new(RuntimeLimits::default()).map_err(|e| anyhow!("plugin runtime: {e}"))?;
     let load_started = Instant::now();
-    let plugin = runtime.load("api-key", bytes, Some(&settings.cache_dir)).await.map_err(|e| anyhow!("loading api-key: {e}"))?;
+    let plugin = runtime
+        .load("api-key", bytes, Some(&settings.cache_dir))
+        .await
+        .map_err(|e| anyhow!("loading api-key: {e}"))?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
     let host: Arc<dyn HostServices> = Arc::new(NoHostServices);
     let ctx = CallContext {
@@ -1341,26 +1709,40 @@ async fn step_cost(settings: &Settings, calls: u64) -> anyhow::Result<StepCost> 
         headers: vec![
             ("content-type".into(), "application/json".into()),
             ("user-agent".into(), "wasmhook/0.1.0".into()),
-            ("webhook-id".into(), "msg_01jbenchbenchbenchbenchbench".into()),
+            (
+                "webhook-id".into(),
+                "msg_01jbenchbenchbenchbenchbench".into(),
+            ),
             ("webhook-timestamp".into(), "1735689600".into()),
         ],
         body: envelope(0).to_vec(),
     };
     // Correctness, then warm-up.
-    let out = plugin.apply(&ctx, config, request.clone(), host.clone()).await.map_err(|e| anyhow!("apply: {e}"))?;
+    let out = plugin
+        .apply(&ctx, config, request.clone(), host.clone())
+        .await
+        .map_err(|e| anyhow!("apply: {e}"))?;
     if out.header("x-api-key") != Some("k_bench_secret_0123456789") {
         bail!("api-key did not add its header: {:?}", out.headers);
     }
     let native = native_api_key(config, request.clone()).map_err(|e| anyhow!(e))?;
-    if native.header("x-api-key") != out.header("x-api-key") || native.headers.len() != out.headers.len() {
+    if native.header("x-api-key") != out.header("x-api-key")
+        || native.headers.len() != out.headers.len()
+    {
         bail!("the native baseline does not do what api-key does");
     }
     for _ in 0..(calls / 10).max(20) {
-        plugin.apply(&ctx, config, request.clone(), host.clone()).await.map_err(|e| anyhow!("apply: {e}"))?;
+        plugin
+            .apply(&ctx, config, request.clone(), host.clone())
+            .await
+            .map_err(|e| anyhow!("apply: {e}"))?;
     }
     let started = Instant::now();
     for _ in 0..calls {
-        let out = plugin.apply(&ctx, config, request.clone(), host.clone()).await.map_err(|e| anyhow!("apply: {e}"))?;
+        let out = plugin
+            .apply(&ctx, config, request.clone(), host.clone())
+            .await
+            .map_err(|e| anyhow!("apply: {e}"))?;
         std::hint::black_box(out);
     }
     let wasm_us = started.elapsed().as_secs_f64() * 1e6 / calls as f64;
@@ -1370,10 +1752,14 @@ async fn step_cost(settings: &Settings, calls: u64) -> anyhow::Result<StepCost> 
     let per_task = calls / 2;
     let handles: Vec<_> = (0..2)
         .map(|_| {
-            let (plugin, host, ctx, request) = (plugin.clone(), host.clone(), ctx.clone(), request.clone());
+            let (plugin, host, ctx, request) =
+                (plugin.clone(), host.clone(), ctx.clone(), request.clone());
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    let out = plugin.apply(&ctx, config, request.clone(), host.clone()).await.map_err(|e| anyhow!("apply: {e}"))?;
+                    let out = plugin
+                        .apply(&ctx, config, request.clone(), host.clone())
+                        .await
+                        .map_err(|e| anyhow!("apply: {e}"))?;
                     std::hint::black_box(out);
                 }
                 anyhow::Ok(())
@@ -1388,11 +1774,18 @@ async fn step_cost(settings: &Settings, calls: u64) -> anyhow::Result<StepCost> 
     let native_calls = calls.max(1000) * 100;
     let started = Instant::now();
     for _ in 0..native_calls {
-        let out = native_api_key(std::hint::black_box(config), request.clone()).map_err(|e| anyhow!(e))?;
+        let out = native_api_key(std::hint::black_box(config), request.clone())
+            .map_err(|e| anyhow!(e))?;
         std::hint::black_box(out);
     }
     let native_us = started.elapsed().as_secs_f64() * 1e6 / native_calls as f64;
-    Ok(StepCost { calls, wasm_us_per_call: wasm_us, wasm_concurrent_calls_per_second: concurrent, native_us_per_call: native_us, load_ms })
+    Ok(StepCost {
+        calls,
+        wasm_us_per_call: wasm_us,
+        wasm_concurrent_calls_per_second: concurrent,
+        native_us_per_call: native_us,
+        load_ms,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1417,7 +1810,10 @@ fn mib(kib: Option<u64>) -> Option<f64> {
 async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env();
     std::fs::create_dir_all(&settings.out_dir)?;
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     progress!(
         settings,
         "wasmhook engine benchmark: {} events per run{}; engine binary {}; load average {loadavg}",
@@ -1431,23 +1827,54 @@ async fn run() -> anyhow::Result<()> {
     // ---- micro ----
     if settings.wants("micro") {
         let seconds = Duration::from_millis(settings.scaled(3000, 1000));
-        progress!(settings, "micro: store group commit, 256 concurrent ingests, synchronous=FULL, {:.0}s each", seconds.as_secs_f64());
+        progress!(
+            settings,
+            "micro: store group commit, 256 concurrent ingests, synchronous=FULL, {:.0}s each",
+            seconds.as_secs_f64()
+        );
         let one = group_commit(1, seconds, 256).await?;
-        progress!(settings, "  max_batch=1: {:.0} events/s ({} commits)", one.events_per_second, one.commits);
+        progress!(
+            settings,
+            "  max_batch=1: {:.0} events/s ({} commits)",
+            one.events_per_second,
+            one.commits
+        );
         let many = group_commit(1024, seconds, 256).await?;
-        progress!(settings, "  max_batch=1024: {:.0} events/s (mean group {:.1})", many.events_per_second, many.mean_group);
+        progress!(
+            settings,
+            "  max_batch=1024: {:.0} events/s (mean group {:.1})",
+            many.events_per_second,
+            many.mean_group
+        );
         report
-            .add("micro.store.batch1", "micro: store", "ingest, max_batch=1 (fsync per event)", Some(one.events_per_second), "events/s")
+            .add(
+                "micro.store.batch1",
+                "micro: store",
+                "ingest, max_batch=1 (fsync per event)",
+                Some(one.events_per_second),
+                "events/s",
+            )
             .note(format!("{} commits", one.commits));
         let r = ratio(Some(many.events_per_second), Some(one.events_per_second));
         report
-            .add("micro.store.batch1024", "micro: store", "ingest, max_batch=1024 (group commit)", Some(many.events_per_second), "events/s")
+            .add(
+                "micro.store.batch1024",
+                "micro: store",
+                "ingest, max_batch=1024 (group commit)",
+                Some(many.events_per_second),
+                "events/s",
+            )
             .ratio(r, "max_batch=1")
             .note(format!("mean group {:.1} writes/commit", many.mean_group));
-        report.details.insert("micro_group_commit".into(), json!([one, many]));
+        report
+            .details
+            .insert("micro_group_commit".into(), json!([one, many]));
 
         let calls = settings.scaled(3000, 300);
-        progress!(settings, "micro: plugin step cost, {calls} sequential fresh-instance apply() of api-key");
+        progress!(
+            settings,
+            "micro: plugin step cost, {calls} sequential fresh-instance apply() of api-key"
+        );
         match step_cost(&settings, calls).await {
             Ok(cost) => {
                 progress!(
@@ -1457,17 +1884,46 @@ async fn run() -> anyhow::Result<()> {
                     cost.native_us_per_call,
                     cost.wasm_concurrent_calls_per_second
                 );
-                report.add("micro.step.native", "micro: step", "native header insertion (parse config + set header)", Some(cost.native_us_per_call), "µs/call");
+                report.add(
+                    "micro.step.native",
+                    "micro: step",
+                    "native header insertion (parse config + set header)",
+                    Some(cost.native_us_per_call),
+                    "µs/call",
+                );
                 report
-                    .add("micro.step.wasm", "micro: step", "api-key: fresh instance + apply()", Some(cost.wasm_us_per_call), "µs/call")
-                    .ratio(ratio(Some(cost.wasm_us_per_call), Some(cost.native_us_per_call)), "native")
+                    .add(
+                        "micro.step.wasm",
+                        "micro: step",
+                        "api-key: fresh instance + apply()",
+                        Some(cost.wasm_us_per_call),
+                        "µs/call",
+                    )
+                    .ratio(
+                        ratio(Some(cost.wasm_us_per_call), Some(cost.native_us_per_call)),
+                        "native",
+                    )
                     .note(format!("load {:.0} ms", cost.load_ms));
-                report.add("micro.step.wasm2", "micro: step", "api-key apply(), 2 concurrent callers", Some(cost.wasm_concurrent_calls_per_second), "calls/s");
+                report.add(
+                    "micro.step.wasm2",
+                    "micro: step",
+                    "api-key apply(), 2 concurrent callers",
+                    Some(cost.wasm_concurrent_calls_per_second),
+                    "calls/s",
+                );
                 report.details.insert("micro_step".into(), json!(cost));
             }
             Err(e) => {
                 progress!(settings, "  plugin step micro-benchmark failed: {e:#}");
-                report.add("micro.step.wasm", "micro: step", "api-key: fresh instance + apply()", None, "µs/call").note(format!("failed: {e}"));
+                report
+                    .add(
+                        "micro.step.wasm",
+                        "micro: step",
+                        "api-key: fresh instance + apply()",
+                        None,
+                        "µs/call",
+                    )
+                    .note(format!("failed: {e}"));
             }
         }
     }
@@ -1476,10 +1932,19 @@ async fn run() -> anyhow::Result<()> {
 
     // ---- 1. baseline ----
     let baseline_rate = if settings.wants("baseline") || settings.wants("e2e") {
-        progress!(settings, "1. baseline: bare hyper client → sink, {CONCURRENCY} concurrent, {n} requests");
+        progress!(
+            settings,
+            "1. baseline: bare hyper client → sink, {CONCURRENCY} concurrent, {n} requests"
+        );
         let rate = baseline(&sink, n).await?;
         progress!(settings, "  baseline: {rate:.0} requests/s");
-        report.add("baseline", "1. baseline", &format!("bare hyper client → sink ({CONCURRENCY} concurrent)"), Some(rate), "req/s");
+        report.add(
+            "baseline",
+            "1. baseline",
+            &format!("bare hyper client → sink ({CONCURRENCY} concurrent)"),
+            Some(rate),
+            "req/s",
+        );
         Some(rate)
     } else {
         None
@@ -1490,8 +1955,21 @@ async fn run() -> anyhow::Result<()> {
 
     // ---- 2. engine end to end ----
     if settings.wants("e2e") || settings.wants("steps") || settings.wants("scale") {
-        progress!(settings, "2. engine end to end: {n} events, 1 endpoint, no step");
-        let r = run_e2e(&settings, &sink, E2eSpec { label: "e2e-no-step".into(), steps: json!([]), endpoints: 1, events: n }).await?;
+        progress!(
+            settings,
+            "2. engine end to end: {n} events, 1 endpoint, no step"
+        );
+        let r = run_e2e(
+            &settings,
+            &sink,
+            E2eSpec {
+                label: "e2e-no-step".into(),
+                steps: json!([]),
+                endpoints: 1,
+                events: n,
+            },
+        )
+        .await?;
         rss_rows.push(("2. no step".into(), r.engine.peak_rss_kib));
         e2e.insert("no-step".into(), r);
     }
@@ -1499,7 +1977,13 @@ async fn run() -> anyhow::Result<()> {
     if let Some(r) = e2e.get("no-step") {
         let x = ratio(Some(r.deliveries_per_second), baseline_rate);
         report
-            .add("e2e.no_step", "2. end to end", "1 endpoint, no step: ingest→deliver→record", Some(r.deliveries_per_second), "deliv/s")
+            .add(
+                "e2e.no_step",
+                "2. end to end",
+                "1 endpoint, no step: ingest→deliver→record",
+                Some(r.deliveries_per_second),
+                "deliv/s",
+            )
             .ratio(x, "baseline")
             .target("≥ 0.5x baseline", x.map(|x| x >= 0.5 && !r.timed_out))
             .note(e2e_note(r));
@@ -1507,21 +1991,47 @@ async fn run() -> anyhow::Result<()> {
 
     // ---- 3. steps ----
     if settings.wants("steps") {
-        let recipient = wasmhook::jose::SigningKey::generate(wasmhook::jose::SigningAlg::Rs256, "bench", 30)
-            .map_err(|e| anyhow!("generating the JWE recipient: {e}"))?
-            .certificate_pem;
+        let recipient =
+            wasmhook::jose::SigningKey::generate(wasmhook::jose::SigningAlg::Rs256, "bench", 30)
+                .map_err(|e| anyhow!("generating the JWE recipient: {e}"))?
+                .certificate_pem;
         let variants = [
-            ("api-key", json!([{"plugin": "api-key", "config": {"key": "k_bench_secret_0123456789", "header": "x-api-key"}}])),
-            ("jws", json!([{"plugin": "jws", "config": {"alg": "ES256"}}])),
-            ("jws+jwe", json!([{"plugin": "jws", "config": {"alg": "ES256"}}, {"plugin": "jwe", "config": {"recipient": recipient}}])),
+            (
+                "api-key",
+                json!([{"plugin": "api-key", "config": {"key": "k_bench_secret_0123456789", "header": "x-api-key"}}]),
+            ),
+            (
+                "jws",
+                json!([{"plugin": "jws", "config": {"alg": "ES256"}}]),
+            ),
+            (
+                "jws+jwe",
+                json!([{"plugin": "jws", "config": {"alg": "ES256"}}, {"plugin": "jwe", "config": {"recipient": recipient}}]),
+            ),
         ];
         for (name, steps) in variants {
             progress!(settings, "3. engine end to end with {name}: {n} events");
-            let r = run_e2e(&settings, &sink, E2eSpec { label: format!("e2e-{}", name.replace('+', "-")), steps, endpoints: 1, events: n }).await?;
+            let r = run_e2e(
+                &settings,
+                &sink,
+                E2eSpec {
+                    label: format!("e2e-{}", name.replace('+', "-")),
+                    steps,
+                    endpoints: 1,
+                    events: n,
+                },
+            )
+            .await?;
             rss_rows.push((format!("3. {name}"), r.engine.peak_rss_kib));
             let x = ratio(Some(r.deliveries_per_second), run2);
             let row = report
-                .add(&format!("e2e.{name}"), "3. steps", &format!("1 endpoint, {name}"), Some(r.deliveries_per_second), "deliv/s")
+                .add(
+                    &format!("e2e.{name}"),
+                    "3. steps",
+                    &format!("1 endpoint, {name}"),
+                    Some(r.deliveries_per_second),
+                    "deliv/s",
+                )
                 .ratio(x, "run 2");
             if name == "api-key" {
                 row.target("≥ 0.9x run 2", x.map(|x| x >= 0.9 && !r.timed_out));
@@ -1537,30 +2047,78 @@ async fn run() -> anyhow::Result<()> {
         let r = run_ingest(&settings).await?;
         rss_rows.push(("4. ingest".into(), r.engine.peak_rss_kib));
         report
-            .add("ingest.closed", "4. ingest", &format!("POST /events, {INGEST_PRODUCERS} concurrent, no endpoint"), Some(r.closed_loop_events_per_second), "events/s")
+            .add(
+                "ingest.closed",
+                "4. ingest",
+                &format!("POST /events, {INGEST_PRODUCERS} concurrent, no endpoint"),
+                Some(r.closed_loop_events_per_second),
+                "events/s",
+            )
             .ratio(ratio(Some(r.closed_loop_events_per_second), run2), "run 2")
             .note(format!("{} errors", r.closed_loop_errors));
-        let note = format!("achieved {:.0}/s, {} requests, {} errors", r.open_loop_achieved_rate, r.open_loop_requests, r.open_loop_errors);
-        report.add("ingest.open.p50", "4. ingest", "open loop 5,000/s: p50 latency", r.p50_ms, "ms").note(note);
+        let note = format!(
+            "achieved {:.0}/s, {} requests, {} errors",
+            r.open_loop_achieved_rate, r.open_loop_requests, r.open_loop_errors
+        );
         report
-            .add("ingest.open.p99", "4. ingest", "open loop 5,000/s: p99 latency", r.p99_ms, "ms")
-            .target("≤ 5 ms", r.p99_ms.map(|p| p <= 5.0 && r.open_loop_errors == 0));
+            .add(
+                "ingest.open.p50",
+                "4. ingest",
+                "open loop 5,000/s: p50 latency",
+                r.p50_ms,
+                "ms",
+            )
+            .note(note);
         report
-            .add("ingest.open.max", "4. ingest", "open loop 5,000/s: max latency", r.max_ms, "ms")
-            .note(format!("p99.9 {:.2} ms; sender max lag {:.2} ms", r.p999_ms.unwrap_or(f64::NAN), r.max_start_lag_ms));
+            .add(
+                "ingest.open.p99",
+                "4. ingest",
+                "open loop 5,000/s: p99 latency",
+                r.p99_ms,
+                "ms",
+            )
+            .target(
+                "≤ 5 ms",
+                r.p99_ms.map(|p| p <= 5.0 && r.open_loop_errors == 0),
+            );
+        report
+            .add(
+                "ingest.open.max",
+                "4. ingest",
+                "open loop 5,000/s: max latency",
+                r.max_ms,
+                "ms",
+            )
+            .note(format!(
+                "p99.9 {:.2} ms; sender max lag {:.2} ms",
+                r.p999_ms.unwrap_or(f64::NAN),
+                r.max_start_lag_ms
+            ));
         report.details.insert("ingest".into(), json!(r));
     }
 
     // ---- 5. hot swap ----
     if settings.wants("swap") {
-        let rate = e2e.get("api-key").or(e2e.get("no-step")).map(|r| 0.8 * r.deliveries_per_second).unwrap_or(1000.0).max(100.0);
+        let rate = e2e
+            .get("api-key")
+            .or(e2e.get("no-step"))
+            .map(|r| 0.8 * r.deliveries_per_second)
+            .unwrap_or(1000.0)
+            .max(100.0);
         progress!(settings, "5. hot swap under load");
         let r = run_hot_swap(&settings, &sink, rate).await?;
         rss_rows.push(("5. hot swap".into(), r.engine.peak_rss_kib));
         let failed = r.failures + r.dead_attempts + r.dead_deliveries;
-        let complete = r.delivered_at_sink == r.events && r.success_metric as u64 == r.events && !r.timed_out;
+        let complete =
+            r.delivered_at_sink == r.events && r.success_metric as u64 == r.events && !r.timed_out;
         report
-            .add("swap.failures", "5. hot swap", &format!("{} renames under load: failed attempts + dead", r.swaps), Some(failed), "count")
+            .add(
+                "swap.failures",
+                "5. hot swap",
+                &format!("{} renames under load: failed attempts + dead", r.swaps),
+                Some(failed),
+                "count",
+            )
             .target("0", Some(failed == 0.0 && r.errors == 0 && complete))
             .note(format!(
                 "{} events at {:.0}/s, {} delivered, success metric {}, pending after stop {}",
@@ -1568,13 +2126,36 @@ async fn run() -> anyhow::Result<()> {
                 r.pacing_events_per_second,
                 r.delivered_at_sink,
                 r.success_metric,
-                r.pending_after_stop.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+                r.pending_after_stop
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "?".into())
             ));
         report
-            .add("swap.p50", "5. hot swap", "rename → first delivery with new version: median", r.latency_p50_ms, "ms")
-            .note(format!("{} of {} swaps seen at the sink; debounce 200 ms", r.observed, r.swaps));
-        report.add("swap.max", "5. hot swap", "rename → first delivery with new version: max", r.latency_max_ms, "ms");
-        report.add("swap.rate", "5. hot swap", "deliveries/s during the swaps (paced)", Some(r.deliveries_per_second), "deliv/s");
+            .add(
+                "swap.p50",
+                "5. hot swap",
+                "rename → first delivery with new version: median",
+                r.latency_p50_ms,
+                "ms",
+            )
+            .note(format!(
+                "{} of {} swaps seen at the sink; debounce 200 ms",
+                r.observed, r.swaps
+            ));
+        report.add(
+            "swap.max",
+            "5. hot swap",
+            "rename → first delivery with new version: max",
+            r.latency_max_ms,
+            "ms",
+        );
+        report.add(
+            "swap.rate",
+            "5. hot swap",
+            "deliveries/s during the swaps (paced)",
+            Some(r.deliveries_per_second),
+            "deliv/s",
+        );
         report.details.insert("hot_swap".into(), json!(r));
     }
 
@@ -1582,30 +2163,62 @@ async fn run() -> anyhow::Result<()> {
     if settings.wants("scale") {
         if let Some(r) = e2e.get("no-step") {
             report
-                .add("scale.1", "6. endpoints", "1 endpoint (= run 2)", Some(r.deliveries_per_second), "deliv/s")
+                .add(
+                    "scale.1",
+                    "6. endpoints",
+                    "1 endpoint (= run 2)",
+                    Some(r.deliveries_per_second),
+                    "deliv/s",
+                )
                 .ratio(Some(1.0), "1 endpoint");
         }
         for endpoints in [10usize, 100] {
-            progress!(settings, "6. {endpoints} endpoints, {n} events spread over them");
+            progress!(
+                settings,
+                "6. {endpoints} endpoints, {n} events spread over them"
+            );
             let r = run_e2e(
                 &settings,
                 &sink,
-                E2eSpec { label: format!("e2e-{endpoints}-endpoints"), steps: json!([]), endpoints, events: n },
+                E2eSpec {
+                    label: format!("e2e-{endpoints}-endpoints"),
+                    steps: json!([]),
+                    endpoints,
+                    events: n,
+                },
             )
             .await?;
             rss_rows.push((format!("6. {endpoints} endpoints"), r.engine.peak_rss_kib));
             report
-                .add(&format!("scale.{endpoints}"), "6. endpoints", &format!("{endpoints} endpoints, own event type each"), Some(r.deliveries_per_second), "deliv/s")
+                .add(
+                    &format!("scale.{endpoints}"),
+                    "6. endpoints",
+                    &format!("{endpoints} endpoints, own event type each"),
+                    Some(r.deliveries_per_second),
+                    "deliv/s",
+                )
                 .ratio(ratio(Some(r.deliveries_per_second), run2), "1 endpoint")
                 .note(e2e_note(&r));
             e2e.insert(format!("{endpoints}-endpoints"), r);
         }
     }
     for (label, kib) in &rss_rows {
-        report.add(&format!("rss.{label}"), "6. peak RSS", &format!("engine VmHWM: {label}"), mib(*kib), "MiB");
+        report.add(
+            &format!("rss.{label}"),
+            "6. peak RSS",
+            &format!("engine VmHWM: {label}"),
+            mib(*kib),
+            "MiB",
+        );
     }
     if let Some(max) = rss_rows.iter().filter_map(|(_, k)| *k).max() {
-        report.add("rss.max", "6. peak RSS", "engine VmHWM: max over runs", mib(Some(max)), "MiB");
+        report.add(
+            "rss.max",
+            "6. peak RSS",
+            "engine VmHWM: max over runs",
+            mib(Some(max)),
+            "MiB",
+        );
     }
     report.details.insert("e2e".into(), json!(e2e));
 
@@ -1617,7 +2230,9 @@ async fn run() -> anyhow::Result<()> {
         "wasmhook engine benchmark — {} events/run{}, {} cores, total {:.0}s, load average at start {loadavg}",
         n,
         if settings.quick { " (QUICK)" } else { "" },
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         total.as_secs_f64()
     );
     print!("{table}");
@@ -1657,6 +2272,9 @@ fn e2e_note(r: &E2eResult) -> String {
         if p > 0 {
             parts.push(format!("{p} pending after stop"));
         }
+    }
+    if r.engine.panics > 0 {
+        parts.push(format!("engine panicked {}x", r.engine.panics));
     }
     if r.timed_out {
         parts.push("TIMED OUT".into());

@@ -59,7 +59,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Allow deliveries to these internal networks (repeatable), e.g. 127.0.0.1/32.
-    #[arg(long = "allow-cidr", env = "WASMHOOK_ALLOW_CIDRS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-cidr",
+        env = "WASMHOOK_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
     pub allow_cidrs: Vec<ipnet::IpNet>,
     /// Retry schedule, comma-separated durations (e.g. `5s,5m,30m`).
     #[arg(long, env = "WASMHOOK_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration)]
@@ -124,5 +128,9 @@ pub async fn check_plugin(file: &std::path::Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("{} would be refused: {e}", file.display()))?;
     println!("{report}");
-    if report.ok { Ok(()) } else { Err(format!("{} failed its smoke calls", file.display())) }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(format!("{} failed its smoke calls", file.display()))
+    }
 }

@@ -103,6 +103,7 @@ pub struct DeliveryConfig {
 /// Outbound HTTP policy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct HttpConfig {
     /// Private, loopback and link-local destinations are refused unless their resolved address
     /// falls in one of these networks (e.g. `["127.0.0.1/32"]`).
@@ -221,12 +222,6 @@ impl Default for DeliveryConfig {
     }
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self { allow_cidrs: Vec::new() }
-    }
-}
-
 impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
@@ -243,13 +238,20 @@ impl Default for PluginsConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_kib: 1024, max_plugin_mib: 32, max_batch_events: 1000 }
+        Self {
+            max_body_kib: 1024,
+            max_plugin_mib: 32,
+            max_batch_events: 1000,
+        }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { max_batch: 1024, synchronous: Synchronous::Full }
+        Self {
+            max_batch: 1024,
+            synchronous: Synchronous::Full,
+        }
     }
 }
 
@@ -265,9 +267,14 @@ impl Default for KeysConfig {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     /// Parses TOML over the defaults; the error names the key.
@@ -277,7 +284,9 @@ impl Config {
 
     /// The operator plugins directory.
     pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
     /// The SQLite database file.
@@ -287,7 +296,12 @@ impl Config {
 
     /// Checks ranges that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
         if !(0.0..1.0).contains(&self.delivery.jitter) {
             return invalid("delivery.jitter", "must be at least 0 and below 1");
         }
@@ -309,10 +323,10 @@ impl Config {
         if self.store.max_batch == 0 {
             return invalid("store.max_batch", "must be at least 1");
         }
-        if let Some(token) = &self.admin_token {
-            if token.len() < 16 {
-                return invalid("admin_token", "must be at least 16 characters");
-            }
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            return invalid("admin_token", "must be at least 16 characters");
         }
         Ok(())
     }
@@ -343,7 +357,9 @@ mod humantime_serde_vec {
         seq.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
         let raw = Vec::<String>::deserialize(deserializer)?;
         raw.iter()
             .map(|s| {
@@ -373,7 +389,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.delivery.retry_schedule, vec![Duration::from_secs(1), Duration::from_secs(120)]);
+        assert_eq!(
+            config.delivery.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
         let err = Config::from_toml("[delivery]\nretry_shedule = []\n").unwrap_err();
         assert!(err.contains("retry_shedule"), "{err}");
         let err = Config::from_toml("[delivery]\nretry_schedule = [\"soon\"]\n").unwrap_err();

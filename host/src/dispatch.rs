@@ -41,8 +41,14 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Delay before the next attempt after the `failed_in_round`-th failure (1-based), or `None`
     /// when the schedule has run out. A receiver's `Retry-After` replaces the scheduled delay.
-    pub fn next_delay(&self, failed_in_round: u32, retry_after: Option<Duration>) -> Option<Duration> {
-        let scheduled = *self.schedule.get(failed_in_round.checked_sub(1)? as usize)?;
+    pub fn next_delay(
+        &self,
+        failed_in_round: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let scheduled = *self
+            .schedule
+            .get(failed_in_round.checked_sub(1)? as usize)?;
         if let Some(asked) = retry_after {
             return Some(asked.min(self.max_retry_after));
         }
@@ -109,7 +115,11 @@ struct State {
 impl State {
     fn push(&mut self, job: PendingDelivery) {
         self.seq += 1;
-        self.heap.push(Reverse(Scheduled { due_ms: job.due_ms, seq: self.seq, job }));
+        self.heap.push(Reverse(Scheduled {
+            due_ms: job.due_ms,
+            seq: self.seq,
+            job,
+        }));
     }
 }
 
@@ -208,7 +218,12 @@ impl Dispatcher {
     /// Deliveries scheduled in memory (waiting or due).
     pub fn queued(&self) -> usize {
         let state = self.state();
-        state.heap.len() + state.endpoints.values().map(|e| e.waiting.len()).sum::<usize>()
+        state.heap.len()
+            + state
+                .endpoints
+                .values()
+                .map(|e| e.waiting.len())
+                .sum::<usize>()
     }
 
     /// Attempts in flight.
@@ -249,7 +264,9 @@ impl Dispatcher {
                 Next::WaitUntil(due) => {
                     drop(permit);
                     let sleep = match due {
-                        Some(due_ms) => Duration::from_millis((due_ms - now_millis()).max(1) as u64),
+                        Some(due_ms) => {
+                            Duration::from_millis((due_ms - now_millis()).max(1) as u64)
+                        }
                         None => Duration::from_secs(3600),
                     };
                     tokio::select! {
@@ -261,7 +278,10 @@ impl Dispatcher {
             }
         }
         let all = self.settings.max_in_flight as u32;
-        if tokio::time::timeout(self.settings.shutdown_grace, self.global.acquire_many(all)).await.is_err() {
+        if tokio::time::timeout(self.settings.shutdown_grace, self.global.acquire_many(all))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 in_flight = self.in_flight(),
                 "shutdown grace period over; attempts still in flight stay pending and are retried after restart"
@@ -294,7 +314,11 @@ impl Dispatcher {
         }
         self.metrics.queue_depth.dec();
         self.metrics.in_flight.inc();
-        let slot = EndpointSlot { dispatcher: self.clone(), endpoint_id: job.endpoint_id.clone(), _permit: permit };
+        let slot = EndpointSlot {
+            dispatcher: self.clone(),
+            endpoint_id: job.endpoint_id.clone(),
+            _permit: permit,
+        };
         tokio::spawn(async move {
             // The slot is released when this task ends, even if it panics: a bug in one attempt
             // must not wedge the endpoint (the delivery then stays pending and is retried after
@@ -331,12 +355,14 @@ impl Dispatcher {
         let endpoint = match endpoint {
             Some(e) if e.spec.enabled => e,
             Some(_) => {
-                self.store.mark_dead(&job.delivery_id, "endpoint is disabled");
+                self.store
+                    .mark_dead(&job.delivery_id, "endpoint is disabled");
                 self.metrics.attempt("dead", 0.0);
                 return;
             }
             None => {
-                self.store.mark_dead(&job.delivery_id, "endpoint was deleted");
+                self.store
+                    .mark_dead(&job.delivery_id, "endpoint was deleted");
                 self.metrics.attempt("dead", 0.0);
                 return;
             }
@@ -366,14 +392,22 @@ impl Dispatcher {
         };
         let result = self.attempt(&endpoint, &ctx, request).await;
         let latency = started.elapsed();
-        let success = result.error.is_none() && result.status_code.is_some_and(|s| (200..300).contains(&s));
+        let success =
+            result.error.is_none() && result.status_code.is_some_and(|s| (200..300).contains(&s));
         let (new_status, next_attempt_at) = if success {
             (DeliveryStatus::Delivered, None)
         } else {
             let honour = result.status_code.is_some_and(|s| s == 429 || s == 503);
             let failed_in_round = attempt.saturating_sub(job.round_start);
-            match self.settings.retry.next_delay(failed_in_round, result.retry_after.filter(|_| honour)) {
-                Some(delay) => (DeliveryStatus::Pending, Some(now_millis() + delay.as_millis() as i64)),
+            match self
+                .settings
+                .retry
+                .next_delay(failed_in_round, result.retry_after.filter(|_| honour))
+            {
+                Some(delay) => (
+                    DeliveryStatus::Pending,
+                    Some(now_millis() + delay.as_millis() as i64),
+                ),
                 None => (DeliveryStatus::Dead, None),
             }
         };
@@ -406,17 +440,35 @@ impl Dispatcher {
             return;
         }
         if let (DeliveryStatus::Pending, Some(due_ms)) = (new_status, next_attempt_at) {
-            self.enqueue([PendingDelivery { attempts: attempt, due_ms, ..job }]);
+            self.enqueue([PendingDelivery {
+                attempts: attempt,
+                due_ms,
+                ..job
+            }]);
         }
     }
 
-    async fn attempt(self: &Arc<Self>, endpoint: &Endpoint, ctx: &CallContext, request: HttpRequest) -> AttemptResult {
-        let failure = |error: String| AttemptResult { status_code: None, error: Some(error), snippet: None, retry_after: None };
+    async fn attempt(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        ctx: &CallContext,
+        request: HttpRequest,
+    ) -> AttemptResult {
+        let failure = |error: String| AttemptResult {
+            status_code: None,
+            error: Some(error),
+            snippet: None,
+            retry_after: None,
+        };
         let tls = match self.tls.for_endpoint(endpoint).await {
             Ok(tls) => tls,
             Err(e) => return failure(e),
         };
-        let prepared = match self.pipeline.run(ctx, &endpoint.spec.steps, request.clone()).await {
+        let prepared = match self
+            .pipeline
+            .run(ctx, &endpoint.spec.steps, request.clone())
+            .await
+        {
             Ok(p) => p,
             Err(e) => return failure(e.to_string()),
         };
@@ -432,13 +484,24 @@ impl Dispatcher {
             self.pipeline.tokens().invalidate(&tokens_used);
             let retry = match self.pipeline.run(ctx, &endpoint.spec.steps, request).await {
                 Ok(p) => p,
-                Err(e) => return failure(format!("after a {} the token was refreshed, but: {e}", received.response.status)),
+                Err(e) => {
+                    return failure(format!(
+                        "after a {} the token was refreshed, but: {e}",
+                        received.response.status
+                    ));
+                }
             };
             received = match self.http.send(retry.request, tls.as_ref()).await {
                 Ok(r) => r,
-                Err(e) => return failure(format!("after a {} the token was refreshed, but: {e}", received.response.status)),
+                Err(e) => {
+                    return failure(format!(
+                        "after a {} the token was refreshed, but: {e}",
+                        received.response.status
+                    ));
+                }
             };
-            note = Some("the first token was refused, a fresh one was fetched and sent".to_string());
+            note =
+                Some("the first token was refused, a fresh one was fetched and sent".to_string());
         }
         self.outcome(received, note)
     }
@@ -448,7 +511,8 @@ impl Dispatcher {
         let retry_after = received.retry_after();
         let body = &received.response.body;
         let snippet_len = body.len().min(self.settings.response_snippet_bytes);
-        let snippet = (snippet_len > 0).then(|| String::from_utf8_lossy(&body[..snippet_len]).into_owned());
+        let snippet =
+            (snippet_len > 0).then(|| String::from_utf8_lossy(&body[..snippet_len]).into_owned());
         let error = if (200..300).contains(&status) {
             None
         } else {
@@ -457,7 +521,12 @@ impl Dispatcher {
                 None => format!("receiver answered {status}"),
             })
         };
-        AttemptResult { status_code: Some(status), error, snippet, retry_after }
+        AttemptResult {
+            status_code: Some(status),
+            error,
+            snippet,
+            retry_after,
+        }
     }
 }
 
@@ -473,11 +542,20 @@ mod tests {
             max_retry_after: Duration::from_secs(60),
         };
         let first = policy.next_delay(1, None).unwrap();
-        assert!(first >= Duration::from_secs(4) && first <= Duration::from_secs(6), "{first:?}");
+        assert!(
+            first >= Duration::from_secs(4) && first <= Duration::from_secs(6),
+            "{first:?}"
+        );
         assert!(policy.next_delay(2, None).is_some());
         assert_eq!(policy.next_delay(3, None), None);
-        assert_eq!(policy.next_delay(1, Some(Duration::from_secs(7))), Some(Duration::from_secs(7)));
-        assert_eq!(policy.next_delay(1, Some(Duration::from_secs(7200))), Some(Duration::from_secs(60)));
+        assert_eq!(
+            policy.next_delay(1, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            policy.next_delay(1, Some(Duration::from_secs(7200))),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(policy.next_delay(3, Some(Duration::from_secs(1))), None);
     }
 }

@@ -121,34 +121,61 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// starts the dispatcher and serves the API on `config.listen`.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(io(format!("creating {}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("creating {}", config.data_dir.display())))?;
     let admin_token = admin_token(&config)?;
-    let store = Store::open(&config.data_dir, config.store.max_batch, config.store.synchronous)?;
+    let store = Store::open(
+        &config.data_dir,
+        config.store.max_batch,
+        config.store.synchronous,
+    )?;
 
     let runtime = PluginRuntime::new(RuntimeLimits {
         call_deadline: config.plugins.call_deadline,
         max_memory_bytes: config.plugins.max_memory_mib * 1024 * 1024,
-        max_concurrent_instances: (config.delivery.max_in_flight as u32).saturating_mul(2).max(16),
+        max_concurrent_instances: (config.delivery.max_in_flight as u32)
+            .saturating_mul(2)
+            .max(16),
         max_body_bytes: config.plugins.max_body_mib * 1024 * 1024,
     })
     .map_err(|e| StartError::Plugins(e.to_string()))?;
     let registry = PluginRegistry::new(
         runtime,
-        config.plugins.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("cache")), config.data_dir.join("tenant-plugins"));
+        config
+            .plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("cache")),
+        config.data_dir.join("tenant-plugins"),
+    );
     for (name, bytes) in crate::guests::BUILT_IN_PLUGINS {
         registry
             .add_builtin(name, bytes)
             .await
             .map_err(|e| StartError::Plugins(format!("built-in plugin `{name}`: {e}")))?;
     }
-    registry.load_tenant_plugins().await.map_err(|e| StartError::Plugins(e.to_string()))?;
+    registry
+        .load_tenant_plugins()
+        .await
+        .map_err(|e| StartError::Plugins(e.to_string()))?;
     let plugins_dir = config.plugins_dir();
-    std::fs::create_dir_all(&plugins_dir).map_err(io(format!("creating {}", plugins_dir.display())))?;
-    let watch = registry.watch_directory(plugins_dir).await.map_err(|e| StartError::Plugins(e.to_string()))?;
+    std::fs::create_dir_all(&plugins_dir)
+        .map_err(io(format!("creating {}", plugins_dir.display())))?;
+    let watch = registry
+        .watch_directory(plugins_dir)
+        .await
+        .map_err(|e| StartError::Plugins(e.to_string()))?;
 
-    let keys = KeyManager::load(store.clone(), config.keys.certificate_subject.clone(), config.keys.retired_key_lifetime).await?;
+    let keys = KeyManager::load(
+        store.clone(),
+        config.keys.certificate_subject.clone(),
+        config.keys.retired_key_lifetime,
+    )
+    .await?;
     let http = Arc::new(HttpClient::new(
-        AddressPolicy { allow_cidrs: config.http.allow_cidrs.clone() },
+        AddressPolicy {
+            allow_cidrs: config.http.allow_cidrs.clone(),
+        },
         HttpLimits {
             connect_timeout: config.delivery.connect_timeout,
             request_timeout: config.delivery.request_timeout,
@@ -161,7 +188,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         registry.clone(),
         keys.clone(),
         http.clone(),
-        TokenCache::new(config.plugins.default_token_lifetime, config.plugins.token_refresh_margin),
+        TokenCache::new(
+            config.plugins.default_token_lifetime,
+            config.plugins.token_refresh_margin,
+        ),
     );
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -183,14 +213,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     );
     let recovered = dispatcher.recover().await?;
     if recovered > 0 {
-        tracing::info!(recovered, "pending deliveries taken over from the previous run");
+        tracing::info!(
+            recovered,
+            "pending deliveries taken over from the previous run"
+        );
     }
     let dispatcher_task = tokio::spawn(dispatcher.clone().run());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listening on {}", config.listen)))?;
-    let addr = listener.local_addr().map_err(io("reading the listen address"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("reading the listen address"))?;
     let engine = Arc::new(Engine {
         config,
         store,
@@ -214,7 +249,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
     });
     tracing::info!(%addr, data_dir = %engine.config.data_dir.display(), "wasmhook is running");
-    Ok(Server { engine, addr, shutdown, server_task, dispatcher_task, _watch: Some(watch) })
+    Ok(Server {
+        engine,
+        addr,
+        shutdown,
+        server_task,
+        dispatcher_task,
+        _watch: Some(watch),
+    })
 }
 
 impl Server {

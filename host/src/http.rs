@@ -64,7 +64,10 @@ impl AddressPolicy {
     /// `Ok` when `ip` may be contacted; else why not.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         match internal_kind(ip) {
@@ -138,7 +141,8 @@ impl tower::Service<Name> for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refusals = Vec::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -151,7 +155,10 @@ impl tower::Service<Name> for GuardedResolver {
                 })
                 .collect();
             if allowed.is_empty() {
-                let why = refusals.into_iter().next().unwrap_or_else(|| "no addresses".into());
+                let why = refusals
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "no addresses".into());
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     RefusedDestination(format!("{host} resolves to no allowed address: {why}")),
@@ -217,7 +224,9 @@ impl Received {
         if let Ok(seconds) = value.parse::<u64>() {
             return Some(Duration::from_secs(seconds));
         }
-        let when = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+        let when =
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+                .ok()?;
         let delta = when - time::OffsetDateTime::now_utc();
         Some(Duration::from_secs(delta.whole_seconds().max(0) as u64))
     }
@@ -233,12 +242,16 @@ pub struct HttpClient {
 
 /// rustls configuration trusting the public web roots.
 pub fn public_roots_config() -> Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }
@@ -265,11 +278,15 @@ impl HttpClient {
         if let Some(client) = clients.get(key) {
             return client.clone();
         }
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy: self.policy.clone() });
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            policy: self.policy.clone(),
+        });
         http.enforce_http(false);
         http.set_connect_timeout(Some(self.limits.connect_timeout));
         http.set_nodelay(true);
-        let config = tls.map(|t| t.config.clone()).unwrap_or_else(|| self.default_tls.clone());
+        let config = tls
+            .map(|t| t.config.clone())
+            .unwrap_or_else(|| self.default_tls.clone());
         // hyper-rustls sets ALPN itself from the enabled HTTP versions.
         let mut config = (*config).clone();
         config.alpn_protocols.clear();
@@ -288,36 +305,58 @@ impl HttpClient {
 
     /// Forgets the connection pool of a TLS configuration (after it changed).
     pub fn forget(&self, key: &str) {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Sends `request`, reading at most the configured number of response bytes.
-    pub async fn send(&self, request: HttpRequest, tls: Option<&TlsChoice>) -> Result<Received, SendError> {
+    pub async fn send(
+        &self,
+        request: HttpRequest,
+        tls: Option<&TlsChoice>,
+    ) -> Result<Received, SendError> {
         let started = Instant::now();
-        let uri: http::Uri = request
-            .url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| SendError::InvalidUrl { url: request.url.clone(), reason: e.to_string() })?;
+        let uri: http::Uri =
+            request
+                .url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| SendError::InvalidUrl {
+                    url: request.url.clone(),
+                    reason: e.to_string(),
+                })?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             _ => {
-                return Err(SendError::InvalidUrl { url: request.url.clone(), reason: "scheme must be http or https".into() });
+                return Err(SendError::InvalidUrl {
+                    url: request.url.clone(),
+                    reason: "scheme must be http or https".into(),
+                });
             }
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| SendError::InvalidUrl { url: request.url.clone(), reason: "no host".into() })?;
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        let host = uri.host().ok_or_else(|| SendError::InvalidUrl {
+            url: request.url.clone(),
+            reason: "no host".into(),
+        })?;
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             self.policy.check(ip).map_err(SendError::Refused)?;
         }
-        let method = http::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| SendError::InvalidRequest(format!("method `{}` is not valid", request.method)))?;
+        let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            SendError::InvalidRequest(format!("method `{}` is not valid", request.method))
+        })?;
         let mut builder = http::Request::builder().method(method).uri(uri);
         for (name, value) in &request.headers {
-            let name = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| SendError::InvalidRequest(format!("header name `{name}` is not valid")))?;
-            let value = http::HeaderValue::from_str(value)
-                .map_err(|_| SendError::InvalidRequest(format!("value of header `{name}` is not valid")))?;
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                SendError::InvalidRequest(format!("header name `{name}` is not valid"))
+            })?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                SendError::InvalidRequest(format!("value of header `{name}` is not valid"))
+            })?;
             builder = builder.header(name, value);
         }
         let outgoing = builder
@@ -337,21 +376,35 @@ impl HttpClient {
                             collected.extend_from_slice(&data[..data.len().min(room)]);
                         }
                     }
-                    Some(Err(e)) => return Err(SendError::Connection(format!("reading the response: {e}"))),
+                    Some(Err(e)) => {
+                        return Err(SendError::Connection(format!("reading the response: {e}")));
+                    }
                     None => break,
                 }
             }
             let headers = parts
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
-            Ok(HttpResponse { status: parts.status.as_u16(), headers, body: collected })
+            Ok(HttpResponse {
+                status: parts.status.as_u16(),
+                headers,
+                body: collected,
+            })
         };
         let response = tokio::time::timeout(self.limits.request_timeout, exchange)
             .await
             .map_err(|_| SendError::Timeout(self.limits.request_timeout))??;
-        Ok(Received { response, latency: started.elapsed() })
+        Ok(Received {
+            response,
+            latency: started.elapsed(),
+        })
     }
 }
 
@@ -361,7 +414,10 @@ fn classify_error(error: hyper_util::client::legacy::Error) -> SendError {
     let mut chain = Vec::new();
     while let Some(err) = source {
         // An io::Error's `source()` skips its own inner error: look inside it too.
-        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|e| e as &(dyn std::error::Error + 'static));
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|e| e as &(dyn std::error::Error + 'static));
         for candidate in [Some(err), inner].into_iter().flatten() {
             if let Some(refused) = candidate.downcast_ref::<RefusedDestination>() {
                 return SendError::Refused(refused.0.clone());
@@ -379,7 +435,9 @@ fn classify_error(error: hyper_util::client::legacy::Error) -> SendError {
     let text = chain.join(": ");
     // Some layers keep only the text of the TLS error; recognise the common ones by it.
     if text.contains("invalid peer certificate: UnknownIssuer") {
-        return SendError::Tls(describe_tls_error(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)));
+        return SendError::Tls(describe_tls_error(&rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
     }
     if text.contains("received fatal alert") || text.contains("invalid peer certificate") {
         return SendError::Tls(text);
@@ -415,14 +473,28 @@ mod tests {
     #[test]
     fn internal_addresses_are_refused_unless_allowed() {
         let policy = AddressPolicy::default();
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.16.0.1", "169.254.169.254", "::1", "fe80::1", "fd00::1", "100.64.0.1", "0.0.0.0", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+        ] {
             let err = policy.check(ip.parse().unwrap()).unwrap_err();
             assert!(err.contains("refused"), "{ip}: {err}");
         }
         for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
             policy.check(ip.parse().unwrap()).unwrap();
         }
-        let allowing = AddressPolicy { allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()] };
+        let allowing = AddressPolicy {
+            allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+        };
         allowing.check("127.0.0.1".parse().unwrap()).unwrap();
         assert!(allowing.check("127.0.0.2".parse().unwrap()).is_err());
     }
@@ -430,11 +502,18 @@ mod tests {
     #[test]
     fn retry_after_in_seconds_and_dates() {
         let received = |value: &str| Received {
-            response: HttpResponse { status: 429, headers: vec![("Retry-After".into(), value.into())], body: vec![] },
+            response: HttpResponse {
+                status: 429,
+                headers: vec![("Retry-After".into(), value.into())],
+                body: vec![],
+            },
             latency: Duration::ZERO,
         };
         assert_eq!(received("7").retry_after(), Some(Duration::from_secs(7)));
-        assert_eq!(received("Sun, 06 Nov 1994 08:49:37 GMT").retry_after(), Some(Duration::ZERO));
+        assert_eq!(
+            received("Sun, 06 Nov 1994 08:49:37 GMT").retry_after(),
+            Some(Duration::ZERO)
+        );
         assert_eq!(received("soon").retry_after(), None);
     }
 }

@@ -60,13 +60,29 @@ pub struct KeyManager {
 
 impl KeyManager {
     /// Loads the stored keys.
-    pub async fn load(store: Arc<Store>, subject: String, retired_lifetime: Duration) -> Result<Arc<Self>, KeyError> {
+    pub async fn load(
+        store: Arc<Store>,
+        subject: String,
+        retired_lifetime: Duration,
+    ) -> Result<Arc<Self>, KeyError> {
         let stored = store.signing_keys().await?;
         let mut keys = Vec::new();
         for row in stored {
-            let alg: SigningAlg = row.alg.parse().map_err(|_| KeyError::UnsupportedAlg(row.alg.clone()))?;
-            let key = SigningKey::from_parts(row.kid, alg, &row.private_key_pem, row.certificate_pem, row.created_at)?;
-            keys.push(KeyEntry { key: Arc::new(key), retired_at: row.retired_at });
+            let alg: SigningAlg = row
+                .alg
+                .parse()
+                .map_err(|_| KeyError::UnsupportedAlg(row.alg.clone()))?;
+            let key = SigningKey::from_parts(
+                row.kid,
+                alg,
+                &row.private_key_pem,
+                row.certificate_pem,
+                row.created_at,
+            )?;
+            keys.push(KeyEntry {
+                key: Arc::new(key),
+                retired_at: row.retired_at,
+            });
         }
         Ok(Arc::new(Self {
             store,
@@ -79,7 +95,10 @@ impl KeyManager {
 
     fn current(&self, alg: SigningAlg) -> Option<Arc<SigningKey>> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        keys.iter().rev().find(|e| e.key.alg == alg && e.retired_at.is_none()).map(|e| e.key.clone())
+        keys.iter()
+            .rev()
+            .find(|e| e.key.alg == alg && e.retired_at.is_none())
+            .map(|e| e.key.clone())
     }
 
     /// The current key for `alg`, generating (and storing) one if there is none yet.
@@ -116,14 +135,24 @@ impl KeyManager {
                 entry.retired_at = Some(key.created_at);
             }
         }
-        keys.push(KeyEntry { key: key.clone(), retired_at: None });
+        keys.push(KeyEntry {
+            key: key.clone(),
+            retired_at: None,
+        });
         tracing::info!(kid = %key.kid, %alg, "new signing key");
         Ok(key)
     }
 
     /// Signs `payload` with the current key of `alg` (`RS256`, `PS256`, `ES256`, `EdDSA`).
-    pub async fn sign(&self, alg: &str, header_json: &str, payload: &[u8]) -> Result<String, KeyError> {
-        let alg: SigningAlg = alg.parse().map_err(|_| KeyError::UnsupportedAlg(alg.to_string()))?;
+    pub async fn sign(
+        &self,
+        alg: &str,
+        header_json: &str,
+        payload: &[u8],
+    ) -> Result<String, KeyError> {
+        let alg: SigningAlg = alg
+            .parse()
+            .map_err(|_| KeyError::UnsupportedAlg(alg.to_string()))?;
         let key = self.current_key(alg).await?;
         Ok(key.sign_compact(header_json, payload)?)
     }
@@ -136,10 +165,17 @@ impl KeyManager {
             Some(alg) => vec![alg],
             None => {
                 let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-                let mut algs: Vec<SigningAlg> =
-                    keys.iter().filter(|e| e.retired_at.is_none()).map(|e| e.key.alg).collect();
+                let mut algs: Vec<SigningAlg> = keys
+                    .iter()
+                    .filter(|e| e.retired_at.is_none())
+                    .map(|e| e.key.alg)
+                    .collect();
                 algs.dedup();
-                if algs.is_empty() { vec![SigningAlg::Es256] } else { algs }
+                if algs.is_empty() {
+                    vec![SigningAlg::Es256]
+                } else {
+                    algs
+                }
             }
         };
         for alg in algs {

@@ -27,6 +27,9 @@ pub mod guests {
 
     /// Path of the guest component built from crate `name` (tests and the demo use these).
     pub fn path(name: &str) -> Option<&'static str> {
-        GUEST_COMPONENTS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+        GUEST_COMPONENTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
     }
 }

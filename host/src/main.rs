@@ -9,12 +9,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -25,7 +29,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => wasmhook::demo::run(args).await.map_err(|e| e.to_string()),
-            Command::Plugin(PluginCommand::Check { file }) => wasmhook::cli::check_plugin(&file).await,
+            Command::Plugin(PluginCommand::Check { file }) => {
+                wasmhook::cli::check_plugin(&file).await
+            }
         }
     });
     match result {
@@ -39,8 +45,14 @@ fn main() -> ExitCode {
 
 async fn serve(args: wasmhook::cli::ServeArgs) -> Result<(), String> {
     let config = args.into_config().map_err(|e| e.to_string())?;
-    let server = wasmhook::engine::start(config).await.map_err(|e| e.to_string())?;
-    eprintln!("wasmhook listening on {} (data in {})", server.url(), server.engine.config.data_dir.display());
+    let server = wasmhook::engine::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "wasmhook listening on {} (data in {})",
+        server.url(),
+        server.engine.config.data_dir.display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing attempts in flight");
     server.shutdown().await;
@@ -51,13 +63,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -18,7 +18,10 @@ pub fn now_millis() -> i64 {
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -248,7 +251,10 @@ mod tests {
         assert!(matches_event_types(&p(&["invoice.*"]), "invoice.paid"));
         assert!(!matches_event_types(&p(&["invoice.*"]), "invoices.paid"));
         assert!(!matches_event_types(&p(&["invoice.*"]), "invoice"));
-        assert!(matches_event_types(&p(&["user.created", "x.*"]), "user.created"));
+        assert!(matches_event_types(
+            &p(&["user.created", "x.*"]),
+            "user.created"
+        ));
         assert!(!matches_event_types(&p(&["user.created"]), "user.deleted"));
         assert!(matches_event_types(&p(&["*"]), "anything"));
     }

@@ -20,7 +20,11 @@ pub struct TlsResolver {
 impl TlsResolver {
     /// A resolver reading client certificates from `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, generation: AtomicU64::new(0), cache: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            generation: AtomicU64::new(0),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Call after any client certificate changed: configurations are rebuilt on next use.
@@ -31,17 +35,22 @@ impl TlsResolver {
     /// The TLS configuration for `endpoint`, or `None` for the default (public roots, no client
     /// certificate).
     pub async fn for_endpoint(&self, endpoint: &Endpoint) -> Result<Option<TlsChoice>, String> {
-        let Some(settings) = &endpoint.spec.tls else { return Ok(None) };
+        let Some(settings) = &endpoint.spec.tls else {
+            return Ok(None);
+        };
         if settings.client_certificate.is_none() && settings.trusted_issuers.is_none() {
             return Ok(None);
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((updated_at, cached_generation, choice)) =
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&endpoint.id)
+        if let Some((updated_at, cached_generation, choice)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&endpoint.id)
+            && *updated_at == endpoint.updated_at
+            && *cached_generation == generation
         {
-            if *updated_at == endpoint.updated_at && *cached_generation == generation {
-                return Ok(Some(choice.clone()));
-            }
+            return Ok(Some(choice.clone()));
         }
         let identity = match &settings.client_certificate {
             None => None,
@@ -62,14 +71,19 @@ impl TlsResolver {
         };
         let config = crate::tls::client_config(
             settings.trusted_issuers.as_deref(),
-            identity.as_ref().map(|(chain, key)| (chain.as_str(), key.as_str())),
+            identity
+                .as_ref()
+                .map(|(chain, key)| (chain.as_str(), key.as_str())),
         )
         .map_err(|e| format!("TLS settings: {e}"))?;
-        let choice = TlsChoice { key: format!("{}@{}#{generation}", endpoint.id, endpoint.updated_at), config };
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(endpoint.id.clone(), (endpoint.updated_at, generation, choice.clone()));
+        let choice = TlsChoice {
+            key: format!("{}@{}#{generation}", endpoint.id, endpoint.updated_at),
+            config,
+        };
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            endpoint.id.clone(),
+            (endpoint.updated_at, generation, choice.clone()),
+        );
         Ok(Some(choice))
     }
 }

@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::http::HttpClient;
 use crate::keys::KeyManager;
 use crate::model::{EndpointSpec, StepSpec};
-use crate::plugins::{CallContext, HostServices, HttpRequest, HttpResponse, LogLevel, PluginError, PluginKind, PluginRegistry};
+use crate::plugins::{
+    CallContext, HostServices, HttpRequest, HttpResponse, LogLevel, PluginError, PluginKind,
+    PluginRegistry,
+};
 
 /// Why the pipeline could not produce a request.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +84,12 @@ impl TokenCache {
     }
 
     fn slot(&self, key: &TokenKey) -> Arc<tokio::sync::Mutex<Option<CachedToken>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone()
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     /// Drops cached tokens (the receiver refused them).
@@ -111,8 +119,18 @@ pub struct Prepared {
 
 impl Pipeline {
     /// A pipeline over `registry`.
-    pub fn new(registry: Arc<PluginRegistry>, keys: Arc<KeyManager>, http: Arc<HttpClient>, tokens: TokenCache) -> Arc<Self> {
-        Arc::new(Self { registry, keys, http, tokens })
+    pub fn new(
+        registry: Arc<PluginRegistry>,
+        keys: Arc<KeyManager>,
+        http: Arc<HttpClient>,
+        tokens: TokenCache,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            keys,
+            http,
+            tokens,
+        })
     }
 
     /// The plugin registry.
@@ -126,16 +144,38 @@ impl Pipeline {
     }
 
     /// Runs `steps` in order on `request`.
-    pub async fn run(self: &Arc<Self>, ctx: &CallContext, steps: &[StepSpec], mut request: HttpRequest) -> Result<Prepared, PipelineError> {
-        let host = Arc::new(CallHost { pipeline: self.clone(), tokens_used: Default::default() });
+    pub async fn run(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        steps: &[StepSpec],
+        mut request: HttpRequest,
+    ) -> Result<Prepared, PipelineError> {
+        let host = Arc::new(CallHost {
+            pipeline: self.clone(),
+            tokens_used: Default::default(),
+        });
         for (index, step) in steps.iter().enumerate() {
-            let fail = |error| PipelineError::Step { index: index + 1, plugin: step.plugin.clone(), error };
-            let plugin = self.registry.resolve(&ctx.tenant, &step.plugin).map_err(fail)?;
+            let fail = |error| PipelineError::Step {
+                index: index + 1,
+                plugin: step.plugin.clone(),
+                error,
+            };
+            let plugin = self
+                .registry
+                .resolve(&ctx.tenant, &step.plugin)
+                .map_err(fail)?;
             let config = step.config.to_string();
-            request = plugin.apply(ctx, &config, request, host.clone() as Arc<dyn HostServices>).await.map_err(fail)?;
+            request = plugin
+                .apply(ctx, &config, request, host.clone() as Arc<dyn HostServices>)
+                .await
+                .map_err(fail)?;
         }
-        let tokens_used = std::mem::take(&mut *host.tokens_used.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok(Prepared { request, tokens_used })
+        let tokens_used =
+            std::mem::take(&mut *host.tokens_used.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(Prepared {
+            request,
+            tokens_used,
+        })
     }
 
     /// Checks an endpoint's steps for `tenant`: each plugin exists and is visible to the tenant,
@@ -149,16 +189,24 @@ impl Pipeline {
     ) -> Result<(), StepValidationError> {
         let mut has_auth = false;
         let mut has_security = spec.tls.as_ref().is_some_and(|tls| tls.is_mutual());
-        let host = Arc::new(CallHost { pipeline: self.clone(), tokens_used: Default::default() });
+        let host = Arc::new(CallHost {
+            pipeline: self.clone(),
+            tokens_used: Default::default(),
+        });
         for (index, step) in spec.steps.iter().enumerate() {
             let field = |suffix: &str| format!("steps[{index}]{suffix}");
-            let plugin = self.registry.resolve(tenant, &step.plugin).map_err(|e| StepValidationError {
-                field: field(".plugin"),
-                reason: match e {
-                    PluginError::NotFound(_) => format!("unknown plugin `{}` (see GET /v1/plugins)", step.plugin),
-                    other => other.to_string(),
-                },
-            })?;
+            let plugin =
+                self.registry
+                    .resolve(tenant, &step.plugin)
+                    .map_err(|e| StepValidationError {
+                        field: field(".plugin"),
+                        reason: match e {
+                            PluginError::NotFound(_) => {
+                                format!("unknown plugin `{}` (see GET /v1/plugins)", step.plugin)
+                            }
+                            other => other.to_string(),
+                        },
+                    })?;
             let info = plugin.info();
             match info.kind {
                 PluginKind::Authentication => has_auth = true,
@@ -175,31 +223,57 @@ impl Pipeline {
                 }
             }
             if !step.config.is_object() {
-                return Err(StepValidationError { field: field(".config"), reason: "must be a JSON object".into() });
+                return Err(StepValidationError {
+                    field: field(".config"),
+                    reason: "must be a JSON object".into(),
+                });
             }
             check_against_schema(&info.config_schema, &step.config, &field(".config"))?;
             plugin
-                .validate(&step.config.to_string(), host.clone() as Arc<dyn HostServices>)
+                .validate(
+                    &step.config.to_string(),
+                    host.clone() as Arc<dyn HostServices>,
+                )
                 .await
-                .map_err(|e| StepValidationError { field: field(".config"), reason: e.to_string() })?;
+                .map_err(|e| StepValidationError {
+                    field: field(".config"),
+                    reason: e.to_string(),
+                })?;
             // A bearer-style step names a token provider: check it too.
             if let Some(provider) = step.config.get("provider").and_then(|p| p.as_str()) {
-                let token_plugin = self.registry.resolve(tenant, provider).map_err(|_| StepValidationError {
-                    field: field(".config.provider"),
-                    reason: format!("unknown token provider `{provider}`"),
-                })?;
+                let token_plugin =
+                    self.registry
+                        .resolve(tenant, provider)
+                        .map_err(|_| StepValidationError {
+                            field: field(".config.provider"),
+                            reason: format!("unknown token provider `{provider}`"),
+                        })?;
                 if token_plugin.info().kind != PluginKind::TokenProvider {
                     return Err(StepValidationError {
                         field: field(".config.provider"),
                         reason: format!("`{provider}` is not a token provider"),
                     });
                 }
-                let provider_config = step.config.get("provider_config").cloned().unwrap_or_default();
-                check_against_schema(&token_plugin.info().config_schema, &provider_config, &field(".config.provider_config"))?;
+                let provider_config = step
+                    .config
+                    .get("provider_config")
+                    .cloned()
+                    .unwrap_or_default();
+                check_against_schema(
+                    &token_plugin.info().config_schema,
+                    &provider_config,
+                    &field(".config.provider_config"),
+                )?;
                 token_plugin
-                    .validate(&provider_config.to_string(), host.clone() as Arc<dyn HostServices>)
+                    .validate(
+                        &provider_config.to_string(),
+                        host.clone() as Arc<dyn HostServices>,
+                    )
                     .await
-                    .map_err(|e| StepValidationError { field: field(".config.provider_config"), reason: e.to_string() })?;
+                    .map_err(|e| StepValidationError {
+                        field: field(".config.provider_config"),
+                        reason: e.to_string(),
+                    })?;
             }
         }
         if require_auth_and_security {
@@ -219,7 +293,12 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn token(self: &Arc<Self>, ctx: &CallContext, provider: &str, config: &str) -> Result<(String, TokenKey), String> {
+    async fn token(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        provider: &str,
+        config: &str,
+    ) -> Result<(String, TokenKey), String> {
         let key = TokenKey {
             tenant: ctx.tenant.clone(),
             provider: provider.to_string(),
@@ -227,21 +306,35 @@ impl Pipeline {
         };
         let slot = self.tokens.slot(&key);
         let mut cached = slot.lock().await;
-        if let Some(token) = cached.as_ref() {
-            if Instant::now() < token.refresh_at {
-                return Ok((token.value.clone(), key));
-            }
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok((token.value.clone(), key));
         }
-        let plugin = self.registry.resolve(&ctx.tenant, provider).map_err(|e| e.to_string())?;
-        let host = Arc::new(CallHost { pipeline: self.clone(), tokens_used: Default::default() });
+        let plugin = self
+            .registry
+            .resolve(&ctx.tenant, provider)
+            .map_err(|e| e.to_string())?;
+        let host = Arc::new(CallHost {
+            pipeline: self.clone(),
+            tokens_used: Default::default(),
+        });
         let token = plugin
             .fetch_token(ctx, config, host as Arc<dyn HostServices>)
             .await
             .map_err(|e| format!("token provider `{provider}`: {e}"))?;
-        self.tokens.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let lifetime = token.expires_in_seconds.map(Duration::from_secs).unwrap_or(self.tokens.default_lifetime);
+        self.tokens
+            .fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lifetime = token
+            .expires_in_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(self.tokens.default_lifetime);
         let refresh_in = lifetime.saturating_sub(self.tokens.refresh_margin.min(lifetime / 2));
-        *cached = Some(CachedToken { value: token.value.clone(), refresh_at: Instant::now() + refresh_in });
+        *cached = Some(CachedToken {
+            value: token.value.clone(),
+            refresh_at: Instant::now() + refresh_in,
+        });
         Ok((token.value, key))
     }
 }
@@ -253,10 +346,20 @@ struct CallHost {
 }
 
 impl HostServices for CallHost {
-    fn jose_sign(&self, _ctx: &CallContext, alg: &str, header_json: &str, payload: &[u8]) -> BoxFuture<'static, Result<String, String>> {
+    fn jose_sign(
+        &self,
+        _ctx: &CallContext,
+        alg: &str,
+        header_json: &str,
+        payload: &[u8],
+    ) -> BoxFuture<'static, Result<String, String>> {
         let keys = self.pipeline.keys.clone();
         let (alg, header, payload) = (alg.to_string(), header_json.to_string(), payload.to_vec());
-        Box::pin(async move { keys.sign(&alg, &header, &payload).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            keys.sign(&alg, &header, &payload)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn jose_encrypt(
@@ -268,20 +371,34 @@ impl HostServices for CallHost {
         header_json: &str,
         payload: &[u8],
     ) -> BoxFuture<'static, Result<String, String>> {
-        let (alg, enc, recipient, header, payload) =
-            (alg.to_string(), enc.to_string(), recipient.to_string(), header_json.to_string(), payload.to_vec());
+        let (alg, enc, recipient, header, payload) = (
+            alg.to_string(),
+            enc.to_string(),
+            recipient.to_string(),
+            header_json.to_string(),
+            payload.to_vec(),
+        );
         Box::pin(async move {
-            crate::jose::encrypt_compact(&alg, &enc, &recipient, &header, &payload).map_err(|e| e.to_string())
+            crate::jose::encrypt_compact(&alg, &enc, &recipient, &header, &payload)
+                .map_err(|e| e.to_string())
         })
     }
 
-    fn get_token(&self, ctx: &CallContext, provider: &str, config: &str) -> BoxFuture<'static, Result<String, String>> {
+    fn get_token(
+        &self,
+        ctx: &CallContext,
+        provider: &str,
+        config: &str,
+    ) -> BoxFuture<'static, Result<String, String>> {
         let pipeline = self.pipeline.clone();
         let tokens_used = self.tokens_used.clone();
         let (ctx, provider, config) = (ctx.clone(), provider.to_string(), config.to_string());
         Box::pin(async move {
             let (value, key) = pipeline.token(&ctx, &provider, &config).await?;
-            tokens_used.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+            tokens_used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(key);
             Ok(value)
         })
     }
@@ -295,7 +412,10 @@ impl HostServices for CallHost {
         let http = self.pipeline.http.clone();
         Box::pin(async move {
             check_allowed_host(&request.url, &allowed_hosts)?;
-            http.send(request, None).await.map(|r| r.response).map_err(|e| e.to_string())
+            http.send(request, None)
+                .await
+                .map(|r| r.response)
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -313,13 +433,23 @@ impl HostServices for CallHost {
 
 /// `Ok` when `url`'s host (and port, when the entry has one) is in `allowed`.
 pub fn check_allowed_host(url: &str, allowed: &[String]) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
     let host = uri.host().unwrap_or_default().to_ascii_lowercase();
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     let ok = allowed.iter().any(|entry| {
         let entry = entry.to_ascii_lowercase();
         match entry.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => h == host && p.parse::<u16>().ok() == Some(port),
+            Some((h, p)) if p.parse::<u16>().is_ok() => {
+                h == host && p.parse::<u16>().ok() == Some(port)
+            }
             _ => entry == host,
         }
     });
@@ -328,14 +458,22 @@ pub fn check_allowed_host(url: &str, allowed: &[String]) -> Result<(), String> {
     } else {
         Err(format!(
             "outbound request to `{host}:{port}` denied: not among the hosts this provider's configuration allows ({})",
-            if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            }
         ))
     }
 }
 
 /// Checks `value` against the subset of JSON Schema plugins use: `type`, `required`,
 /// `properties` (recursively), `additionalProperties: false`, `enum`, `minLength`.
-pub fn check_against_schema(schema: &serde_json::Value, value: &serde_json::Value, path: &str) -> Result<(), StepValidationError> {
+pub fn check_against_schema(
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+) -> Result<(), StepValidationError> {
     use serde_json::Value;
     let fail = |field: String, reason: String| Err(StepValidationError { field, reason });
     if let Some(expected) = schema.get("type") {
@@ -354,21 +492,34 @@ pub fn check_against_schema(schema: &serde_json::Value, value: &serde_json::Valu
             Value::Object(_) => "object",
         };
         let matches = types.is_empty()
-            || types.iter().any(|t| *t == actual || (*t == "number" && actual == "integer"));
+            || types
+                .iter()
+                .any(|t| *t == actual || (*t == "number" && actual == "integer"));
         if !matches {
-            return fail(path.to_string(), format!("must be of type {}, not {actual}", types.join(" or ")));
+            return fail(
+                path.to_string(),
+                format!("must be of type {}, not {actual}", types.join(" or ")),
+            );
         }
     }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            return fail(path.to_string(), format!("must be one of {}", list.join(", ")));
-        }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        return fail(
+            path.to_string(),
+            format!("must be one of {}", list.join(", ")),
+        );
     }
-    if let (Some(min), Some(text)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str()) {
-        if (text.chars().count() as u64) < min {
-            return fail(path.to_string(), format!("must be at least {min} characters long"));
-        }
+    if let (Some(min), Some(text)) = (
+        schema.get("minLength").and_then(Value::as_u64),
+        value.as_str(),
+    ) && (text.chars().count() as u64) < min
+    {
+        return fail(
+            path.to_string(),
+            format!("must be at least {min} characters long"),
+        );
     }
     if let Value::Object(object) = value {
         if let Some(required) = schema.get("required").and_then(Value::as_array) {
@@ -381,9 +532,14 @@ pub fn check_against_schema(schema: &serde_json::Value, value: &serde_json::Valu
         let properties = schema.get("properties").and_then(Value::as_object);
         for (name, field_value) in object {
             match properties.and_then(|p| p.get(name)) {
-                Some(field_schema) => check_against_schema(field_schema, field_value, &format!("{path}.{name}"))?,
+                Some(field_schema) => {
+                    check_against_schema(field_schema, field_value, &format!("{path}.{name}"))?
+                }
                 None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    return fail(format!("{path}.{name}"), "is not a known field of this plugin's config".into());
+                    return fail(
+                        format!("{path}.{name}"),
+                        "is not a known field of this plugin's config".into(),
+                    );
                 }
                 None => {}
             }
@@ -413,10 +569,27 @@ mod tests {
         let schema = json!({"type": "object", "required": ["key"], "additionalProperties": false,
             "properties": {"key": {"type": "string", "minLength": 1}, "alg": {"enum": ["ES256", "RS256"]}}});
         check_against_schema(&schema, &json!({"key": "k"}), "config").unwrap();
-        assert_eq!(check_against_schema(&schema, &json!({}), "config").unwrap_err().field, "config.key");
-        assert_eq!(check_against_schema(&schema, &json!({"key": 1}), "config").unwrap_err().field, "config.key");
-        assert_eq!(check_against_schema(&schema, &json!({"key": "k", "x": 1}), "config").unwrap_err().field, "config.x");
-        assert!(check_against_schema(&schema, &json!({"key": "k", "alg": "HS256"}), "config").is_err());
+        assert_eq!(
+            check_against_schema(&schema, &json!({}), "config")
+                .unwrap_err()
+                .field,
+            "config.key"
+        );
+        assert_eq!(
+            check_against_schema(&schema, &json!({"key": 1}), "config")
+                .unwrap_err()
+                .field,
+            "config.key"
+        );
+        assert_eq!(
+            check_against_schema(&schema, &json!({"key": "k", "x": 1}), "config")
+                .unwrap_err()
+                .field,
+            "config.x"
+        );
+        assert!(
+            check_against_schema(&schema, &json!({"key": "k", "alg": "HS256"}), "config").is_err()
+        );
         assert!(check_against_schema(&schema, &json!({"key": ""}), "config").is_err());
     }
 }

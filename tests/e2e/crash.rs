@@ -36,24 +36,30 @@ fn spawn_engine(data_dir: &std::path::Path, port: u16) -> EngineProcess {
     // Endpoints without steps need the operator policy off; the rest comes from flags.
     let config = data_dir.join("test.toml");
     std::fs::write(&config, "[plugins]\nrequire_auth_and_security = false\n").unwrap();
-    EngineProcess(Command::new(env!("CARGO_BIN_EXE_wasmhook"))
-        .arg("serve")
-        .args(["--config", config.to_str().unwrap()])
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--allow-cidr", "127.0.0.1/32"])
-        .args(["--retry-schedule", "200ms,200ms,200ms"])
-        .env("WASMHOOK_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "warn")
-        .env_remove("WASMHOOK_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the wasmhook binary"))
+    EngineProcess(
+        Command::new(env!("CARGO_BIN_EXE_wasmhook"))
+            .arg("serve")
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--allow-cidr", "127.0.0.1/32"])
+            .args(["--retry-schedule", "200ms,200ms,200ms"])
+            .env("WASMHOOK_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .env_remove("WASMHOOK_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the wasmhook binary"),
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_healthy(api: &Api, child: &mut EngineProcess) {
@@ -62,7 +68,9 @@ async fn wait_healthy(api: &Api, child: &mut EngineProcess) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the engine exited early: {status}");
         }
-        if let Ok(Ok((200, _))) = tokio::time::timeout(Duration::from_secs(1), try_get(api, "/healthz")).await {
+        if let Ok(Ok((200, _))) =
+            tokio::time::timeout(Duration::from_secs(1), try_get(api, "/healthz")).await
+        {
             return;
         }
         assert!(Instant::now() < deadline, "engine not healthy within 60 s");
@@ -73,7 +81,9 @@ async fn wait_healthy(api: &Api, child: &mut EngineProcess) {
 async fn try_get(api: &Api, path: &str) -> Result<(u16, serde_json::Value), ()> {
     let api = api.clone();
     let path = path.to_string();
-    tokio::spawn(async move { api.get(&path).await }).await.map_err(|_| ())
+    tokio::spawn(async move { api.get(&path).await })
+        .await
+        .map_err(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,15 +99,27 @@ async fn kill_9_mid_flight_then_restart_delivers_every_acknowledged_event() {
 
     let mut child = spawn_engine(dir.path(), port);
     wait_healthy(&api, &mut child).await;
-    let (status, body) = api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"})).await;
+    let (status, body) = api
+        .post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
+        .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = api.post("/v1/tenants/acme/endpoints", json!({"url": receiver.url(), "max_concurrency": 4})).await;
+    let (status, body) = api
+        .post(
+            "/v1/tenants/acme/endpoints",
+            json!({"url": receiver.url(), "max_concurrency": 4}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
 
     const N: usize = 40;
     let mut acknowledged = Vec::new();
     for i in 0..N {
-        let (status, body) = api.post("/v1/tenants/acme/events", json!({"type": "order.created", "data": {"i": i}})).await;
+        let (status, body) = api
+            .post(
+                "/v1/tenants/acme/events",
+                json!({"type": "order.created", "data": {"i": i}}),
+            )
+            .await;
         assert_eq!(status, 202, "{body}");
         acknowledged.push(body["id"].as_str().unwrap().to_string());
     }
@@ -106,7 +128,10 @@ async fn kill_9_mid_flight_then_restart_delivers_every_acknowledged_event() {
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     let before_restart = receiver.received().len();
-    assert!(before_restart < N, "the kill must happen mid-flight ({before_restart} of {N} already received)");
+    assert!(
+        before_restart < N,
+        "the kill must happen mid-flight ({before_restart} of {N} already received)"
+    );
 
     let mut child = spawn_engine(dir.path(), port);
     wait_healthy(&api, &mut child).await;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use wasmhook::demo::pki::{TestCa, server_config, start_https_server};
 use rustls::pki_types::ServerName;
-use wasmhook::tls::{check_certificate, client_config, generate_csr};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use wasmhook::demo::pki::{TestCa, server_config, start_https_server};
+use wasmhook::tls::{check_certificate, client_config, generate_csr};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

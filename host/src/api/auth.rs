@@ -29,7 +29,10 @@ pub fn token_digest(token: &str) -> String {
 pub fn new_tenant_token() -> String {
     use base64::Engine as _;
     let bytes: [u8; 32] = rand::random();
-    format!("whk_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "whk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -39,24 +42,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `authorization: Bearer <token>` header"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing `authorization: Bearer <token>` header")
+            })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the authorization header must be `Bearer <token>`")
+            })?;
         let digest = Sha256::digest(token.as_bytes());
         if constant_time_eq(&digest, &state.engine.admin_token_digest) {
             return Ok(Caller::Admin);
         }
         let hex_digest = hex::encode(digest);
-        match state.engine.store.directory().tenant_by_token_hash(&hex_digest) {
+        match state
+            .engine
+            .store
+            .directory()
+            .tenant_by_token_hash(&hex_digest)
+        {
             Some(tenant) => Ok(Caller::Tenant(tenant.id.clone())),
             None => Err(ApiError::unauthorized("unknown token")),
         }
@@ -68,7 +86,9 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),
-            Caller::Tenant(_) => Err(ApiError::forbidden("this route needs the operator's admin token")),
+            Caller::Tenant(_) => Err(ApiError::forbidden(
+                "this route needs the operator's admin token",
+            )),
         }
     }
 

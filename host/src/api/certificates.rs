@@ -81,7 +81,12 @@ fn view(record: &StoredClientCertificate) -> CertificateView {
     CertificateView {
         id: record.id.clone(),
         name: record.name.clone(),
-        status: if record.certificate_pem.is_some() { "active" } else { "awaiting_certificate" }.into(),
+        status: if record.certificate_pem.is_some() {
+            "active"
+        } else {
+            "awaiting_certificate"
+        }
+        .into(),
         csr_pem: record.csr_pem.clone(),
         certificate_pem: record.certificate_pem.clone(),
         certificate,
@@ -108,7 +113,8 @@ pub async fn create_certificate(
     let now = now_unix();
     let record = match (body.certificate_pem, body.private_key_pem) {
         (Some(cert), Some(key)) => {
-            crate::tls::check_certificate(&cert, &key).map_err(|e| ApiError::invalid("certificate_pem", e.to_string()))?;
+            crate::tls::check_certificate(&cert, &key)
+                .map_err(|e| ApiError::invalid("certificate_pem", e.to_string()))?;
             StoredClientCertificate {
                 id: new_id("cc"),
                 tenant_id: tenant.clone(),
@@ -120,8 +126,18 @@ pub async fn create_certificate(
                 updated_at: now,
             }
         }
-        (Some(_), None) => return Err(ApiError::invalid("private_key_pem", "is required to import a certificate")),
-        (None, Some(_)) => return Err(ApiError::invalid("certificate_pem", "is required to import a key")),
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "private_key_pem",
+                "is required to import a certificate",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "certificate_pem",
+                "is required to import a key",
+            ));
+        }
         (None, None) => {
             let common_name = body.common_name.unwrap_or_else(|| name.clone());
             let (key, csr) = crate::tls::generate_csr(&common_name, &body.dns_names)
@@ -138,7 +154,11 @@ pub async fn create_certificate(
             }
         }
     };
-    state.engine.store.put_client_certificate(record.clone()).await?;
+    state
+        .engine
+        .store
+        .put_client_certificate(record.clone())
+        .await?;
     Ok((StatusCode::CREATED, ApiJson(view(&record))))
 }
 
@@ -165,7 +185,9 @@ pub async fn get_certificate(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<ApiJson<CertificateView>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    Ok(ApiJson(view(&state.engine.store.client_certificate(&tenant, &id).await?)))
+    Ok(ApiJson(view(
+        &state.engine.store.client_certificate(&tenant, &id).await?,
+    )))
 }
 
 /// Uploads the signed certificate for the record's key (also: rotates it for every endpoint).
@@ -184,7 +206,11 @@ pub async fn upload_certificate(
         .map_err(|e| ApiError::invalid("certificate_pem", e.to_string()))?;
     record.certificate_pem = Some(body.certificate_pem);
     record.updated_at = now_unix();
-    state.engine.store.put_client_certificate(record.clone()).await?;
+    state
+        .engine
+        .store
+        .put_client_certificate(record.clone())
+        .await?;
     state.engine.tls.client_certificates_changed();
     Ok(ApiJson(view(&record)))
 }
@@ -199,7 +225,12 @@ pub async fn delete_certificate(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.tenant(&state, &tenant)?;
-    if !state.engine.store.delete_client_certificate(&tenant, &id).await? {
+    if !state
+        .engine
+        .store
+        .delete_client_certificate(&tenant, &id)
+        .await?
+    {
         return Err(ApiError::not_found("client certificate", &id));
     }
     state.engine.tls.client_certificates_changed();

@@ -50,7 +50,9 @@ pub fn redact(value: &mut serde_json::Value) {
         serde_json::Value::Object(map) => {
             for (name, field) in map.iter_mut() {
                 let lower = name.to_ascii_lowercase();
-                let secret = ["secret", "password", "token", "credential", "private"].iter().any(|w| lower.contains(w))
+                let secret = ["secret", "password", "token", "credential", "private"]
+                    .iter()
+                    .any(|w| lower.contains(w))
                     || lower == "key"
                     || lower.ends_with("_key")
                     || lower.ends_with("apikey");
@@ -75,10 +77,17 @@ fn view(endpoint: &Endpoint) -> EndpointView {
 }
 
 fn check_url(url: &str) -> Result<(), ApiError> {
-    let uri: http::Uri = url.parse().map_err(|e| ApiError::invalid("url", format!("not a valid URL: {e}")))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ApiError::invalid("url", format!("not a valid URL: {e}")))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(ApiError::invalid("url", "must start with http:// or https://")),
+        _ => {
+            return Err(ApiError::invalid(
+                "url",
+                "must start with http:// or https://",
+            ));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(ApiError::invalid("url", "has no host"));
@@ -110,16 +119,27 @@ async fn validate(state: &AppState, tenant: &str, spec: &EndpointSpec) -> Result
     }
     if let Some(tls) = &spec.tls {
         if let Some(pem) = &tls.trusted_issuers {
-            crate::tls::parse_certificates(pem).map_err(|e| ApiError::invalid("tls.trusted_issuers", e.to_string()))?;
+            crate::tls::parse_certificates(pem)
+                .map_err(|e| ApiError::invalid("tls.trusted_issuers", e.to_string()))?;
         }
         if let Some(id) = &tls.client_certificate {
-            let record = state.engine.store.client_certificate(tenant, id).await.map_err(|_| {
-                ApiError::invalid("tls.client_certificate", format!("no client certificate `{id}` for this tenant"))
-            })?;
+            let record = state
+                .engine
+                .store
+                .client_certificate(tenant, id)
+                .await
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "tls.client_certificate",
+                        format!("no client certificate `{id}` for this tenant"),
+                    )
+                })?;
             if record.certificate_pem.is_none() {
                 return Err(ApiError::invalid(
                     "tls.client_certificate",
-                    format!("client certificate `{id}` is awaiting its signed certificate (upload it first)"),
+                    format!(
+                        "client certificate `{id}` is awaiting its signed certificate (upload it first)"
+                    ),
                 ));
             }
         }
@@ -130,7 +150,11 @@ async fn validate(state: &AppState, tenant: &str, spec: &EndpointSpec) -> Result
     state
         .engine
         .pipeline
-        .validate_endpoint(tenant, spec, state.engine.config.plugins.require_auth_and_security)
+        .validate_endpoint(
+            tenant,
+            spec,
+            state.engine.config.plugins.require_auth_and_security,
+        )
         .await
         .map_err(|e| ApiError::invalid(e.field, e.reason))
 }
@@ -148,7 +172,13 @@ pub async fn create_endpoint(
     caller.tenant(&state, &tenant)?;
     validate(&state, &tenant, &spec).await?;
     let now = now_unix();
-    let endpoint = Endpoint { id: new_id("ep"), tenant_id: tenant, spec, created_at: now, updated_at: now };
+    let endpoint = Endpoint {
+        id: new_id("ep"),
+        tenant_id: tenant,
+        spec,
+        created_at: now,
+        updated_at: now,
+    };
     let stored = state.engine.store.put_endpoint(endpoint).await?;
     Ok((StatusCode::CREATED, ApiJson(view(&stored))))
 }
@@ -212,7 +242,8 @@ pub async fn update_endpoint(
         spec.steps = steps;
     }
     if let Some(tls) = patch.tls {
-        spec.tls = (tls.client_certificate.is_some() || tls.trusted_issuers.is_some()).then_some(tls);
+        spec.tls =
+            (tls.client_certificate.is_some() || tls.trusted_issuers.is_some()).then_some(tls);
     }
     if let Some(enabled) = patch.enabled {
         spec.enabled = enabled;
@@ -224,7 +255,11 @@ pub async fn update_endpoint(
         spec.description = Some(description);
     }
     validate(&state, &tenant, &spec).await?;
-    let endpoint = Endpoint { spec, updated_at: now_unix().max(current.updated_at + 1), ..(*current).clone() };
+    let endpoint = Endpoint {
+        spec,
+        updated_at: now_unix().max(current.updated_at + 1),
+        ..(*current).clone()
+    };
     let stored = state.engine.store.put_endpoint(endpoint).await?;
     Ok(ApiJson(view(&stored)))
 }

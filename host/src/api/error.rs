@@ -45,38 +45,73 @@ pub struct ErrorDetail {
 impl ApiError {
     /// 422: `field` is wrong because `message`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid_field", field: Some(field.into()), message: message.into() }
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_field",
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     /// 404 for `what` `id`.
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} `{id}` not found") }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            field: None,
+            message: format!("{what} `{id}` not found"),
+        }
     }
 
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", field: None, message: message.into() }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::FORBIDDEN, code: "forbidden", field: None, message: message.into() }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::CONFLICT, code: "conflict", field: None, message: message.into() }
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// 400 for a malformed request.
     pub fn bad_request(field: Option<String>, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", field, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            field,
+            message: message.into(),
+        }
     }
 
     /// 500; the details go to the log, not to the caller.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "{context}");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", field: None, message: format!("{context}: internal error (see the engine's log)") }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            field: None,
+            message: format!("{context}: internal error (see the engine's log)"),
+        }
     }
 }
 
@@ -103,17 +138,39 @@ impl From<JsonRejection> for ApiError {
         match rejection {
             JsonRejection::JsonDataError(_) => {
                 // "Failed to deserialize the JSON body into the target type: steps[0]: missing field `plugin` at line 1 column 40"
-                let detail = text.split_once("target type: ").map(|(_, d)| d).unwrap_or(&text);
+                let detail = text
+                    .split_once("target type: ")
+                    .map(|(_, d)| d)
+                    .unwrap_or(&text);
                 let (field, reason) = match detail.split_once(": ") {
-                    Some((field, reason)) if !field.contains(' ') => (Some(field.to_string()), reason.to_string()),
+                    Some((field, reason)) if !field.contains(' ') => {
+                        (Some(field.to_string()), reason.to_string())
+                    }
                     _ => (None, detail.to_string()),
                 };
                 let field = field.or_else(|| {
-                    reason.split('`').nth(1).filter(|_| reason.starts_with("missing field") || reason.starts_with("unknown field")).map(str::to_string)
+                    reason
+                        .split('`')
+                        .nth(1)
+                        .filter(|_| {
+                            reason.starts_with("missing field")
+                                || reason.starts_with("unknown field")
+                        })
+                        .map(str::to_string)
                 });
-                Self { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid_field", field, message: reason }
+                Self {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "invalid_field",
+                    field,
+                    message: reason,
+                }
             }
-            JsonRejection::JsonSyntaxError(_) => Self { status, code: "malformed_json", field: None, message: text },
+            JsonRejection::JsonSyntaxError(_) => Self {
+                status,
+                code: "malformed_json",
+                field: None,
+                message: text,
+            },
             JsonRejection::MissingJsonContentType(_) => Self {
                 status,
                 code: "unsupported_media_type",
@@ -124,16 +181,28 @@ impl From<JsonRejection> for ApiError {
                 status,
                 code: "body_too_large",
                 field: None,
-                message: "the request body is larger than the engine accepts (api.max_body_kib)".into(),
+                message: "the request body is larger than the engine accepts (api.max_body_kib)"
+                    .into(),
             },
-            _ => Self { status, code: "bad_request", field: None, message: text },
+            _ => Self {
+                status,
+                code: "bad_request",
+                field: None,
+                message: text,
+            },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message, field: self.field } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -62,7 +62,9 @@ pub struct EventsAccepted {
 pub fn valid_event_type(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -74,14 +76,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                 .ok()
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= 256)
-                .ok_or_else(|| ApiError::bad_request(Some("Idempotency-Key".into()), "must be 1-256 visible ASCII characters"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        Some("Idempotency-Key".into()),
+                        "must be 1-256 visible ASCII characters",
+                    )
+                })?;
             Ok(Some(key.to_string()))
         }
     }
 }
 
 /// Builds the envelope and the deliveries of one event.
-fn prepare(state: &AppState, tenant: &str, event: CreateEvent, field: &str) -> Result<NewEvent, ApiError> {
+fn prepare(
+    state: &AppState,
+    tenant: &str,
+    event: CreateEvent,
+    field: &str,
+) -> Result<NewEvent, ApiError> {
     if !valid_event_type(&event.event_type) {
         return Err(ApiError::invalid(
             format!("{field}type"),
@@ -91,7 +103,12 @@ fn prepare(state: &AppState, tenant: &str, event: CreateEvent, field: &str) -> R
     let resource = match event.resource {
         serde_json::Value::Null => serde_json::json!({}),
         v @ serde_json::Value::Object(_) => v,
-        _ => return Err(ApiError::invalid(format!("{field}resource"), "must be a JSON object")),
+        _ => {
+            return Err(ApiError::invalid(
+                format!("{field}resource"),
+                "must be a JSON object",
+            ));
+        }
     };
     let data = match event.data {
         serde_json::Value::Null => serde_json::json!({}),
@@ -106,7 +123,9 @@ fn prepare(state: &AppState, tenant: &str, event: CreateEvent, field: &str) -> R
         "resource": resource,
         "data": data,
     });
-    let body: Arc<[u8]> = serde_json::to_vec(&envelope).map_err(|e| ApiError::internal("encoding the envelope", e))?.into();
+    let body: Arc<[u8]> = serde_json::to_vec(&envelope)
+        .map_err(|e| ApiError::internal("encoding the envelope", e))?
+        .into();
     let endpoint_ids = state
         .engine
         .store
@@ -116,7 +135,13 @@ fn prepare(state: &AppState, tenant: &str, event: CreateEvent, field: &str) -> R
         .filter(|e| e.subscribes_to(&event.event_type))
         .map(|e| e.id.clone())
         .collect();
-    Ok(NewEvent { id, event_type: event.event_type, created_at, body, endpoint_ids })
+    Ok(NewEvent {
+        id,
+        event_type: event.event_type,
+        created_at,
+        body,
+        endpoint_ids,
+    })
 }
 
 async fn ingest(
@@ -127,8 +152,16 @@ async fn ingest(
     response: serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
     let count = events.len() as u64;
-    match state.engine.store.ingest(tenant, events, key, response).await? {
-        IngestOutcome::Created { response, deliveries } => {
+    match state
+        .engine
+        .store
+        .ingest(tenant, events, key, response)
+        .await?
+    {
+        IngestOutcome::Created {
+            response,
+            deliveries,
+        } => {
             state.engine.metrics.events_ingested.inc_by(count);
             state.engine.dispatcher.enqueue(deliveries);
             Ok(response)
@@ -152,8 +185,11 @@ pub async fn create_event(
     caller.tenant(&state, &tenant)?;
     let key = idempotency_key(&headers)?;
     let event = prepare(&state, &tenant, event, "")?;
-    let response = serde_json::to_value(EventAccepted { id: event.id.clone(), deliveries: event.endpoint_ids.len() })
-        .map_err(|e| ApiError::internal("encoding the answer", e))?;
+    let response = serde_json::to_value(EventAccepted {
+        id: event.id.clone(),
+        deliveries: event.endpoint_ids.len(),
+    })
+    .map_err(|e| ApiError::internal("encoding the answer", e))?;
     let answer = ingest(&state, &tenant, vec![event], key, response).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(answer)))
 }
@@ -174,16 +210,26 @@ pub async fn create_events_batch(
     let key = idempotency_key(&headers)?;
     let max = state.engine.config.api.max_batch_events;
     if batch.events.is_empty() || batch.events.len() > max {
-        return Err(ApiError::invalid("events", format!("must hold 1 to {max} events")));
+        return Err(ApiError::invalid(
+            "events",
+            format!("must hold 1 to {max} events"),
+        ));
     }
     let mut events = Vec::with_capacity(batch.events.len());
     for (i, event) in batch.events.into_iter().enumerate() {
         events.push(prepare(&state, &tenant, event, &format!("events[{i}]."))?);
     }
     let accepted = EventsAccepted {
-        events: events.iter().map(|e| EventAccepted { id: e.id.clone(), deliveries: e.endpoint_ids.len() }).collect(),
+        events: events
+            .iter()
+            .map(|e| EventAccepted {
+                id: e.id.clone(),
+                deliveries: e.endpoint_ids.len(),
+            })
+            .collect(),
     };
-    let response = serde_json::to_value(accepted).map_err(|e| ApiError::internal("encoding the answer", e))?;
+    let response =
+        serde_json::to_value(accepted).map_err(|e| ApiError::internal("encoding the answer", e))?;
     let answer = ingest(&state, &tenant, events, key, response).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(answer)))
 }
@@ -211,7 +257,13 @@ pub async fn list_deliveries(
     Path((tenant, event)): Path<(String, String)>,
 ) -> Result<ApiJson<Vec<Delivery>>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    Ok(ApiJson(state.engine.store.deliveries_of_event(&tenant, &event).await?))
+    Ok(ApiJson(
+        state
+            .engine
+            .store
+            .deliveries_of_event(&tenant, &event)
+            .await?,
+    ))
 }
 
 /// The attempts of a delivery.
@@ -224,7 +276,13 @@ pub async fn list_attempts(
     Path((tenant, event, delivery)): Path<(String, String, String)>,
 ) -> Result<ApiJson<Vec<Attempt>>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    Ok(ApiJson(state.engine.store.attempts_of_delivery(&tenant, &event, &delivery).await?))
+    Ok(ApiJson(
+        state
+            .engine
+            .store
+            .attempts_of_delivery(&tenant, &event, &delivery)
+            .await?,
+    ))
 }
 
 /// Replays a delivered or dead delivery now, with a fresh retry schedule.
@@ -237,8 +295,13 @@ pub async fn retry_delivery(
     Path((tenant, event, delivery)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
     caller.tenant(&state, &tenant)?;
-    let job = state.engine.store.requeue(&tenant, &event, &delivery).await?;
-    let answer = serde_json::json!({"id": job.delivery_id, "status": "pending", "attempts": job.attempts});
+    let job = state
+        .engine
+        .store
+        .requeue(&tenant, &event, &delivery)
+        .await?;
+    let answer =
+        serde_json::json!({"id": job.delivery_id, "status": "pending", "attempts": job.attempts});
     state.engine.dispatcher.enqueue([job]);
     Ok((StatusCode::ACCEPTED, ApiJson(answer)))
 }

@@ -17,14 +17,20 @@ use crate::keys::KeySummary;
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys", security(()), responses((status = 200, body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "public, max-age=300")],
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
         axum::Json(state.engine.keys.jwks()),
     )
 }
 
 /// The signing keys with their certificates (operator only).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = Vec<KeySummary>)))]
-pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Vec<KeySummary>>, ApiError> {
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<Vec<KeySummary>>, ApiError> {
     caller.require_admin()?;
     Ok(ApiJson(state.engine.keys.summaries()))
 }
@@ -51,15 +57,23 @@ pub async fn rotate_keys(
     let body: RotateKeys = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKeys::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(None, format!("invalid JSON body: {e}")))?
     };
     let alg = match body.alg {
         None => None,
-        Some(name) => Some(
-            name.parse::<SigningAlg>()
-                .map_err(|_| ApiError::invalid("alg", format!("`{name}` is not one of RS256, PS256, ES256, EdDSA")))?,
-        ),
+        Some(name) => Some(name.parse::<SigningAlg>().map_err(|_| {
+            ApiError::invalid(
+                "alg",
+                format!("`{name}` is not one of RS256, PS256, ES256, EdDSA"),
+            )
+        })?),
     };
-    let keys = state.engine.keys.rotate(alg).await.map_err(|e| ApiError::internal("rotating keys", e))?;
+    let keys = state
+        .engine
+        .keys
+        .rotate(alg)
+        .await
+        .map_err(|e| ApiError::internal("rotating keys", e))?;
     Ok(ApiJson(keys))
 }

@@ -59,7 +59,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("The operator's admin token or a tenant token")).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The operator's admin token or a tenant token"))
+                    .build(),
+            ),
         );
     }
 }
@@ -71,8 +76,15 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
-        .routes(routes!(endpoints::create_endpoint, endpoints::list_endpoints))
-        .routes(routes!(endpoints::get_endpoint, endpoints::update_endpoint, endpoints::delete_endpoint))
+        .routes(routes!(
+            endpoints::create_endpoint,
+            endpoints::list_endpoints
+        ))
+        .routes(routes!(
+            endpoints::get_endpoint,
+            endpoints::update_endpoint,
+            endpoints::delete_endpoint
+        ))
         .routes(routes!(events::create_event))
         .routes(routes!(events::create_events_batch))
         .routes(routes!(events::get_event))
@@ -81,12 +93,21 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .routes(routes!(events::retry_delivery))
         .routes(routes!(plugins::list_plugins))
         .routes(routes!(plugins::list_tenant_plugins))
-        .routes(routes!(plugins::put_tenant_plugin, plugins::delete_tenant_plugin))
+        .routes(routes!(
+            plugins::put_tenant_plugin,
+            plugins::delete_tenant_plugin
+        ))
         .routes(routes!(keys::jwks))
         .routes(routes!(keys::list_keys))
         .routes(routes!(keys::rotate_keys))
-        .routes(routes!(certificates::create_certificate, certificates::list_certificates))
-        .routes(routes!(certificates::get_certificate, certificates::delete_certificate))
+        .routes(routes!(
+            certificates::create_certificate,
+            certificates::list_certificates
+        ))
+        .routes(routes!(
+            certificates::get_certificate,
+            certificates::delete_certificate
+        ))
         .routes(routes!(certificates::upload_certificate))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
@@ -107,15 +128,36 @@ pub fn router(engine: Arc<Engine>) -> Router {
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Healthy"), (status = 503, description = "The store is not writable")))]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.engine.store.flush().await {
-        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "queued": state.engine.dispatcher.queued(), "in_flight": state.engine.dispatcher.in_flight()}))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()}))),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(
+                serde_json::json!({"status": "ok", "queued": state.engine.dispatcher.queued(), "in_flight": state.engine.dispatcher.in_flight()}),
+            ),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()})),
+        ),
     }
 }
 
 /// Prometheus metrics: deliveries by outcome, attempt latency histogram, queue depth.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.engine.metrics.queue_depth.set(state.engine.dispatcher.queued() as i64);
-    state.engine.metrics.token_fetches.inner().store(state.engine.pipeline.tokens().fetch_count(), std::sync::atomic::Ordering::Relaxed);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.engine.metrics.render())
+    state
+        .engine
+        .metrics
+        .queue_depth
+        .set(state.engine.dispatcher.queued() as i64);
+    state.engine.metrics.token_fetches.inner().store(
+        state.engine.pipeline.tokens().fetch_count(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.engine.metrics.render(),
+    )
 }

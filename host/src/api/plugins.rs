@@ -12,7 +12,10 @@ use crate::plugins::PluginStatus;
 
 /// Built-in and operator plugins: name, kind, version, hash, source, status, last load error.
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, body = Vec<Object>)))]
-pub async fn list_plugins(State(state): State<AppState>, _caller: Caller) -> ApiJson<Vec<PluginStatus>> {
+pub async fn list_plugins(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiJson<Vec<PluginStatus>> {
     ApiJson(state.engine.registry.list(None))
 }
 
@@ -43,21 +46,34 @@ pub async fn put_tenant_plugin(
 ) -> Result<ApiJson<PluginStatus>, ApiError> {
     caller.tenant(&state, &tenant)?;
     let limit = state.engine.config.api.max_plugin_mib * 1024 * 1024;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: "body_too_large",
-        field: None,
-        message: format!("a plugin may be at most {} MiB (api.max_plugin_mib)", state.engine.config.api.max_plugin_mib),
-    })?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            field: None,
+            message: format!(
+                "a plugin may be at most {} MiB (api.max_plugin_mib)",
+                state.engine.config.api.max_plugin_mib
+            ),
+        })?;
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(None, "the body must be the plugin's component bytes (.wasm)"));
+        return Err(ApiError::bad_request(
+            None,
+            "the body must be the plugin's component bytes (.wasm)",
+        ));
     }
     let status = state
         .engine
         .registry
         .put_tenant_plugin(&tenant, &name, &bytes)
         .await
-        .map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "plugin_refused", field: None, message: e.to_string() })?;
+        .map_err(|e| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "plugin_refused",
+            field: None,
+            message: e.to_string(),
+        })?;
     Ok(ApiJson(status))
 }
 
@@ -71,7 +87,12 @@ pub async fn delete_tenant_plugin(
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.tenant(&state, &tenant)?;
-    match state.engine.registry.delete_tenant_plugin(&tenant, &name).await {
+    match state
+        .engine
+        .registry
+        .delete_tenant_plugin(&tenant, &name)
+        .await
+    {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found("plugin", &format!("tenant:{name}"))),
         Err(e) => Err(ApiError::internal("deleting the plugin", e)),

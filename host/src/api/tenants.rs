@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::auth::{Caller, new_tenant_token, token_digest};
 use super::error::{ApiError, ApiJson, ErrorBody};
-use super::AppState;
 use crate::model::{Tenant, new_id, now_unix};
 
 /// Body of `POST /v1/tenants`.
@@ -34,12 +34,19 @@ pub struct TenantCreated {
 pub fn check_slug(field: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && value.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(field, format!("`{value}` must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit")))
+        Err(ApiError::invalid(
+            field,
+            format!(
+                "`{value}` must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+            ),
+        ))
     }
 }
 
@@ -59,14 +66,28 @@ pub async fn create_tenant(
         return Err(ApiError::invalid("name", "must be 1-200 characters"));
     }
     let token = new_tenant_token();
-    let tenant = Tenant { id, name, created_at: now_unix() };
-    let tenant = state.engine.store.create_tenant(tenant, token_digest(&token)).await?;
-    Ok((StatusCode::CREATED, ApiJson(TenantCreated { tenant, token })))
+    let tenant = Tenant {
+        id,
+        name,
+        created_at: now_unix(),
+    };
+    let tenant = state
+        .engine
+        .store
+        .create_tenant(tenant, token_digest(&token))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(TenantCreated { tenant, token }),
+    ))
 }
 
 /// Lists tenants (admin only).
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", responses((status = 200, body = Vec<Tenant>)))]
-pub async fn list_tenants(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Vec<Tenant>>, ApiError> {
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<Vec<Tenant>>, ApiError> {
     caller.require_admin()?;
     Ok(ApiJson(state.engine.store.directory().tenants()))
 }
@@ -74,20 +95,37 @@ pub async fn list_tenants(State(state): State<AppState>, caller: Caller) -> Resu
 /// One tenant (admin, or the tenant itself).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
-pub async fn get_tenant(State(state): State<AppState>, caller: Caller, Path(tenant): Path<String>) -> Result<ApiJson<Tenant>, ApiError> {
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<ApiJson<Tenant>, ApiError> {
     Ok(ApiJson(caller.tenant(&state, &tenant)?))
 }
 
 /// Deletes a tenant with its endpoints, events, deliveries and plugins (admin only).
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_tenant(State(state): State<AppState>, caller: Caller, Path(tenant): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     caller.tenant(&state, &tenant)?;
     state.engine.store.delete_tenant(&tenant).await?;
     for plugin in state.engine.registry.list(Some(&tenant)) {
-        let name = plugin.name.strip_prefix("tenant:").unwrap_or(&plugin.name).to_string();
-        if let Err(e) = state.engine.registry.delete_tenant_plugin(&tenant, &name).await {
+        let name = plugin
+            .name
+            .strip_prefix("tenant:")
+            .unwrap_or(&plugin.name)
+            .to_string();
+        if let Err(e) = state
+            .engine
+            .registry
+            .delete_tenant_plugin(&tenant, &name)
+            .await
+        {
             tracing::warn!(tenant, plugin = name, error = %e, "could not delete a tenant plugin");
         }
     }

@@ -41,13 +41,24 @@ impl ApiClient {
 
     /// The same API with another token.
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        Self { token: token.into(), ..self.clone() }
+        Self {
+            token: token.into(),
+            ..self.clone()
+        }
     }
 
     /// Sends `body` with `content_type`; returns status and the answer (JSON, or a JSON string
     /// for other bodies, `null` when empty).
-    pub async fn send(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut builder = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if !self.token.is_empty() {
             builder = builder.header("authorization", format!("Bearer {}", self.token));
         }
@@ -62,26 +73,46 @@ impl ApiClient {
             Err(e) => return (0, Value::String(e.to_string())),
         };
         let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, value)
     }
 
     /// `send` that expects `expected` and returns the answer, or the error.
-    pub async fn expect(&self, method: &str, path: &str, body: Option<Value>, expected: u16) -> Result<Value, CallError> {
+    pub async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> Result<Value, CallError> {
         let (bytes, headers): (Vec<u8>, &[(&str, &str)]) = match &body {
-            Some(b) => (b.to_string().into_bytes(), &[("content-type", "application/json")]),
+            Some(b) => (
+                b.to_string().into_bytes(),
+                &[("content-type", "application/json")],
+            ),
             None => (Vec::new(), &[]),
         };
         let (status, value) = self.send(method, path, bytes, headers).await;
         if status == expected {
             Ok(value)
         } else {
-            Err(CallError { method: method.into(), path: path.into(), status, body: value.to_string() })
+            Err(CallError {
+                method: method.into(),
+                path: path.into(),
+                status,
+                body: value.to_string(),
+            })
         }
     }
 

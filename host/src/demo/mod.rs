@@ -52,7 +52,11 @@ pub struct TokenIssuer {
 
 impl Default for TokenIssuer {
     fn default() -> Self {
-        Self { issued: Default::default(), fetches: Default::default(), lifetime_seconds: Arc::new(AtomicU64::new(300)) }
+        Self {
+            issued: Default::default(),
+            fetches: Default::default(),
+            lifetime_seconds: Arc::new(AtomicU64::new(300)),
+        }
     }
 }
 
@@ -70,19 +74,28 @@ impl TokenIssuer {
     /// Issues a new token.
     pub fn issue(&self) -> String {
         let token = format!("tok_{}", hex::encode(rand::random::<[u8; 12]>()));
-        self.issued.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone());
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone());
         self.fetches.fetch_add(1, Ordering::SeqCst);
         token
     }
 
     /// True when `token` was issued and not revoked.
     pub fn valid(&self, token: &str) -> bool {
-        self.issued.lock().unwrap_or_else(|p| p.into_inner()).contains(token)
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(token)
     }
 
     /// Revokes every token issued so far (the receiver will answer 401).
     pub fn revoke_all(&self) {
-        self.issued.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Tokens issued so far.
@@ -138,12 +151,18 @@ fn header_is(d: &Delivered, name: &str, expected: &str) -> Verdict {
 }
 
 async fn fetch_jwks(engine_url: &str) -> Option<String> {
-    let (status, jwks) = ApiClient::new(engine_url, "").send("GET", "/.well-known/jwks.json", Vec::new(), &[]).await;
+    let (status, jwks) = ApiClient::new(engine_url, "")
+        .send("GET", "/.well-known/jwks.json", Vec::new(), &[])
+        .await;
     (status == 200).then(|| jwks.to_string())
 }
 
 /// Verifies a JWS the way a tenant does: against the engine's published JWKS.
-pub async fn verify_jws(engine_url: &str, token: &str, webhook_id: Option<&str>) -> Result<Value, String> {
+pub async fn verify_jws(
+    engine_url: &str,
+    token: &str,
+    webhook_id: Option<&str>,
+) -> Result<Value, String> {
     let jwks = fetch_jwks(engine_url).await.ok_or("JWKS unavailable")?;
     let (payload, header) = jose::verify_with_jwks(&jwks, token).map_err(|e| e.to_string())?;
     let claims: Value = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
@@ -165,27 +184,47 @@ pub fn verify_standard_webhooks(secret: &str, d: &Delivered) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.trim_start_matches("whsec_"))
         .unwrap_or_default();
-    let (Some(id), Some(ts), Some(signatures)) = (d.header("webhook-id"), d.header("webhook-timestamp"), d.header("webhook-signature")) else {
+    let (Some(id), Some(ts), Some(signatures)) = (
+        d.header("webhook-id"),
+        d.header("webhook-timestamp"),
+        d.header("webhook-signature"),
+    ) else {
         return false;
     };
-    let Ok(pkey) = openssl::pkey::PKey::hmac(&key) else { return false };
-    let Ok(mut signer) = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey) else { return false };
+    let Ok(pkey) = openssl::pkey::PKey::hmac(&key) else {
+        return false;
+    };
+    let Ok(mut signer) = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey)
+    else {
+        return false;
+    };
     let message = [id.as_bytes(), b".", ts.as_bytes(), b".", &d.body].concat();
-    let Ok(mac) = signer.sign_oneshot_to_vec(&message) else { return false };
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac));
+    let Ok(mac) = signer.sign_oneshot_to_vec(&message) else {
+        return false;
+    };
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac)
+    );
     signatures.split(' ').any(|s| s == expected)
 }
 
 impl Lab {
     /// Sets up every method for `tenant` on the engine at `engine_url`, through the API with the
     /// tenant's token.
-    pub async fn set_up(engine_url: &str, api: &ApiClient, tenant: &str) -> Result<Self, DemoError> {
+    pub async fn set_up(
+        engine_url: &str,
+        api: &ApiClient,
+        tenant: &str,
+    ) -> Result<Self, DemoError> {
         let ca = TestCa::new("Acme Webhook CA");
         let tenant_key = Arc::new(
-            tokio::task::spawn_blocking(|| SigningKey::generate(SigningAlg::Rs256, "Acme webhook encryption", 365))
-                .await
-                .map_err(setup("key task"))?
-                .map_err(setup("tenant key"))?,
+            tokio::task::spawn_blocking(|| {
+                SigningKey::generate(SigningAlg::Rs256, "Acme webhook encryption", 365)
+            })
+            .await
+            .map_err(setup("key task"))?
+            .map_err(setup("tenant key"))?,
         );
         let oauth = TokenIssuer::default();
         let custom = TokenIssuer::default();
@@ -233,7 +272,12 @@ impl Lab {
 
         // Our client certificate: CSR generated by the engine, signed by the tenant's CA.
         let cert = api
-            .expect("POST", &format!("/v1/tenants/{tenant}/client-certificates"), Some(json!({"name": "demo mTLS"})), 201)
+            .expect(
+                "POST",
+                &format!("/v1/tenants/{tenant}/client-certificates"),
+                Some(json!({"name": "demo mTLS"})),
+                201,
+            )
             .await?;
         let client_certificate = cert["id"].as_str().unwrap_or_default().to_string();
         let signed = ca.sign_csr(cert["csr_pem"].as_str().unwrap_or_default());
@@ -246,37 +290,61 @@ impl Lab {
         .await?;
 
         // A tenant-owned token provider, uploaded as a component.
-        if let Some((_, bytes)) = crate::guests::EXAMPLE_COMPONENTS.iter().find(|(n, _)| *n == "tenant-token-provider") {
+        if let Some((_, bytes)) = crate::guests::EXAMPLE_COMPONENTS
+            .iter()
+            .find(|(n, _)| *n == "tenant-token-provider")
+        {
             let (status, body) = api
-                .send("PUT", &format!("/v1/tenants/{tenant}/plugins/acme-token"), bytes.to_vec(), &[("content-type", "application/wasm")])
+                .send(
+                    "PUT",
+                    &format!("/v1/tenants/{tenant}/plugins/acme-token"),
+                    bytes.to_vec(),
+                    &[("content-type", "application/wasm")],
+                )
                 .await;
             if status != 200 {
-                return Err(DemoError::Setup(format!("uploading the tenant token provider: {status} {body}")));
+                return Err(DemoError::Setup(format!(
+                    "uploading the tenant token provider: {status} {body}"
+                )));
             }
         }
 
         let api_key = format!("demo-key-{}", hex::encode(rand::random::<[u8; 8]>()));
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{OAUTH_ID}:{OAUTH_SECRET}")));
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{OAUTH_ID}:{OAUTH_SECRET}"))
+        );
         let engine = engine_url.to_string();
         let mut cases = Vec::new();
 
         let receiver = {
             let key = api_key.clone();
-            Receiver::start(None, judge(move |d: Delivered| {
-                let key = key.clone();
-                async move { header_is(&d, "x-api-key", &key) }
-            }))
+            Receiver::start(
+                None,
+                judge(move |d: Delivered| {
+                    let key = key.clone();
+                    async move { header_is(&d, "x-api-key", &key) }
+                }),
+            )
             .await
             .map_err(setup("receiver"))?
         };
-        cases.push(("api-key", receiver, json!([{"plugin": "api-key", "config": {"header": "x-api-key", "key": api_key}}]), None));
+        cases.push((
+            "api-key",
+            receiver,
+            json!([{"plugin": "api-key", "config": {"header": "x-api-key", "key": api_key}}]),
+            None,
+        ));
 
         let receiver = {
             let basic = basic.clone();
-            Receiver::start(None, judge(move |d: Delivered| {
-                let basic = basic.clone();
-                async move { header_is(&d, "authorization", &basic) }
-            }))
+            Receiver::start(
+                None,
+                judge(move |d: Delivered| {
+                    let basic = basic.clone();
+                    async move { header_is(&d, "authorization", &basic) }
+                }),
+            )
             .await
             .map_err(setup("receiver"))?
         };
@@ -286,15 +354,22 @@ impl Lab {
             judge(move |d: Delivered| {
                 let issuer = issuer.clone();
                 async move {
-                    match d.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
-                        Some(token) if issuer.valid(token) => Verdict::accept("token issued by our route"),
+                    match d
+                        .header("authorization")
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                    {
+                        Some(token) if issuer.valid(token) => {
+                            Verdict::accept("token issued by our route")
+                        }
                         Some(_) => Verdict::reject(401, "unknown or revoked token"),
                         None => Verdict::reject(401, "missing bearer token"),
                     }
                 }
             })
         };
-        let receiver = Receiver::start(None, bearer_judge(oauth.clone())).await.map_err(setup("receiver"))?;
+        let receiver = Receiver::start(None, bearer_judge(oauth.clone()))
+            .await
+            .map_err(setup("receiver"))?;
         cases.push((
             "bearer (OAuth2)",
             receiver,
@@ -303,7 +378,9 @@ impl Lab {
                 "client_id": OAUTH_ID, "client_secret": OAUTH_SECRET, "scope": "webhooks"}}}]),
             None,
         ));
-        let receiver = Receiver::start(None, bearer_judge(custom.clone())).await.map_err(setup("receiver"))?;
+        let receiver = Receiver::start(None, bearer_judge(custom.clone()))
+            .await
+            .map_err(setup("receiver"))?;
         cases.push((
             "bearer (tenant plugin)",
             receiver,
@@ -315,41 +392,54 @@ impl Lab {
 
         let receiver = {
             let engine = engine.clone();
-            Receiver::start(None, judge(move |d: Delivered| {
-                let engine = engine.clone();
-                async move {
-                    if d.header("content-type") != Some("application/jwt") {
-                        return Verdict::reject(415, "expected application/jwt");
+            Receiver::start(
+                None,
+                judge(move |d: Delivered| {
+                    let engine = engine.clone();
+                    async move {
+                        if d.header("content-type") != Some("application/jwt") {
+                            return Verdict::reject(415, "expected application/jwt");
+                        }
+                        match verify_jws(&engine, &body_text(&d), d.header("webhook-id")).await {
+                            Ok(_) => Verdict::accept("signature verified against the JWKS"),
+                            Err(e) => Verdict::reject(401, e),
+                        }
                     }
-                    match verify_jws(&engine, &body_text(&d), d.header("webhook-id")).await {
-                        Ok(_) => Verdict::accept("signature verified against the JWKS"),
-                        Err(e) => Verdict::reject(401, e),
-                    }
-                }
-            }))
+                }),
+            )
             .await
             .map_err(setup("receiver"))?
         };
-        cases.push(("jws (ES256)", receiver, json!([{"plugin": "jws", "config": {"alg": "ES256", "iss": "wasmhook-demo"}}]), None));
+        cases.push((
+            "jws (ES256)",
+            receiver,
+            json!([{"plugin": "jws", "config": {"alg": "ES256", "iss": "wasmhook-demo"}}]),
+            None,
+        ));
 
         let receiver = {
             let key = tenant_key.clone();
-            Receiver::start(None, judge(move |d: Delivered| {
-                let key = key.clone();
-                async move {
-                    match jose::decrypt_with_private_key(key.private_key_pem(), &body_text(&d)) {
-                        Ok((payload, _)) => {
-                            let envelope: Value = serde_json::from_slice(&payload).unwrap_or_default();
-                            if envelope["id"].as_str() == d.header("webhook-id") {
-                                Verdict::accept("decrypted with the tenant's key")
-                            } else {
-                                Verdict::reject(400, "decrypted payload is not the envelope")
+            Receiver::start(
+                None,
+                judge(move |d: Delivered| {
+                    let key = key.clone();
+                    async move {
+                        match jose::decrypt_with_private_key(key.private_key_pem(), &body_text(&d))
+                        {
+                            Ok((payload, _)) => {
+                                let envelope: Value =
+                                    serde_json::from_slice(&payload).unwrap_or_default();
+                                if envelope["id"].as_str() == d.header("webhook-id") {
+                                    Verdict::accept("decrypted with the tenant's key")
+                                } else {
+                                    Verdict::reject(400, "decrypted payload is not the envelope")
+                                }
                             }
+                            Err(e) => Verdict::reject(400, e.to_string()),
                         }
-                        Err(e) => Verdict::reject(400, e.to_string()),
                     }
-                }
-            }))
+                }),
+            )
             .await
             .map_err(setup("receiver"))?
         };
@@ -362,22 +452,34 @@ impl Lab {
 
         let receiver = {
             let (key, engine) = (tenant_key.clone(), engine.clone());
-            Receiver::start(None, judge(move |d: Delivered| {
-                let (key, engine) = (key.clone(), engine.clone());
-                async move {
-                    let (inner, header) = match jose::decrypt_with_private_key(key.private_key_pem(), &body_text(&d)) {
-                        Ok(x) => x,
-                        Err(e) => return Verdict::reject(400, e.to_string()),
-                    };
-                    if header.get("cty").and_then(Value::as_str) != Some("JWT") {
-                        return Verdict::reject(400, "nested JWT must say cty: JWT");
+            Receiver::start(
+                None,
+                judge(move |d: Delivered| {
+                    let (key, engine) = (key.clone(), engine.clone());
+                    async move {
+                        let (inner, header) = match jose::decrypt_with_private_key(
+                            key.private_key_pem(),
+                            &body_text(&d),
+                        ) {
+                            Ok(x) => x,
+                            Err(e) => return Verdict::reject(400, e.to_string()),
+                        };
+                        if header.get("cty").and_then(Value::as_str) != Some("JWT") {
+                            return Verdict::reject(400, "nested JWT must say cty: JWT");
+                        }
+                        match verify_jws(
+                            &engine,
+                            &String::from_utf8_lossy(&inner),
+                            d.header("webhook-id"),
+                        )
+                        .await
+                        {
+                            Ok(_) => Verdict::accept("decrypted, then signature verified"),
+                            Err(e) => Verdict::reject(401, e),
+                        }
                     }
-                    match verify_jws(&engine, &String::from_utf8_lossy(&inner), d.header("webhook-id")).await {
-                        Ok(_) => Verdict::accept("decrypted, then signature verified"),
-                        Err(e) => Verdict::reject(401, e),
-                    }
-                }
-            }))
+                }),
+            )
             .await
             .map_err(setup("receiver"))?
         };
@@ -388,33 +490,46 @@ impl Lab {
             None,
         ));
 
-        let receiver = Receiver::start(None, judge(|d: Delivered| async move {
-            if verify_standard_webhooks(WEBHOOK_SECRET, &d) {
-                Verdict::accept("HMAC verified")
-            } else {
-                Verdict::reject(401, "bad webhook-signature")
-            }
-        }))
+        let receiver = Receiver::start(
+            None,
+            judge(|d: Delivered| async move {
+                if verify_standard_webhooks(WEBHOOK_SECRET, &d) {
+                    Verdict::accept("HMAC verified")
+                } else {
+                    Verdict::reject(401, "bad webhook-signature")
+                }
+            }),
+        )
         .await
         .map_err(setup("receiver"))?;
-        cases.push(("standard-webhooks", receiver, json!([{"plugin": "standard-webhooks", "config": {"secret": WEBHOOK_SECRET}}]), None));
+        cases.push((
+            "standard-webhooks",
+            receiver,
+            json!([{"plugin": "standard-webhooks", "config": {"secret": WEBHOOK_SECRET}}]),
+            None,
+        ));
 
         let (server_chain, server_key) = ca.issue_server_cert();
         let tls = pki::server_config(&server_chain, &server_key, Some(&ca.cert_pem()));
-        let receiver = Receiver::start(Some(tls), judge(|d: Delivered| async move {
-            if d.client_chain.is_empty() {
-                Verdict::reject(401, "no client certificate")
-            } else {
-                Verdict::accept("client certificate from the tenant's CA")
-            }
-        }))
+        let receiver = Receiver::start(
+            Some(tls),
+            judge(|d: Delivered| async move {
+                if d.client_chain.is_empty() {
+                    Verdict::reject(401, "no client certificate")
+                } else {
+                    Verdict::accept("client certificate from the tenant's CA")
+                }
+            }),
+        )
         .await
         .map_err(setup("receiver"))?;
         cases.push((
             "mTLS",
             receiver,
             json!([]),
-            Some(json!({"client_certificate": client_certificate, "trusted_issuers": ca.cert_pem()})),
+            Some(
+                json!({"client_certificate": client_certificate, "trusted_issuers": ca.cert_pem()}),
+            ),
         ));
 
         let mut built = Vec::new();
@@ -424,7 +539,14 @@ impl Lab {
             if let Some(tls) = tls {
                 spec["tls"] = tls;
             }
-            let endpoint = api.expect("POST", &format!("/v1/tenants/{tenant}/endpoints"), Some(spec.clone()), 201).await?;
+            let endpoint = api
+                .expect(
+                    "POST",
+                    &format!("/v1/tenants/{tenant}/endpoints"),
+                    Some(spec.clone()),
+                    201,
+                )
+                .await?;
             built.push(MethodCase {
                 name,
                 event_type,
@@ -452,21 +574,36 @@ impl Lab {
 
 /// Runs the demo and prints its table.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let dir = tempfile::Builder::new().prefix("wasmhook-demo-").tempdir().map_err(setup("temporary directory"))?;
-    let mut config = crate::config::Config::default();
-    config.data_dir = dir.path().to_path_buf();
-    config.listen = "127.0.0.1:0".parse().map_err(setup("address"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("wasmhook-demo-")
+        .tempdir()
+        .map_err(setup("temporary directory"))?;
     let admin = format!("demo-admin-{}", hex::encode(rand::random::<[u8; 12]>()));
-    config.admin_token = Some(admin.clone());
+    let mut config = crate::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().map_err(setup("address"))?,
+        admin_token: Some(admin.clone()),
+        ..Default::default()
+    };
     config.http.allow_cidrs = vec!["127.0.0.1/32".parse().map_err(setup("cidr"))?];
     config.delivery.retry_schedule = vec![Duration::from_secs(1), Duration::from_secs(2)];
     // Each demo endpoint shows one method alone; production keeps this policy on.
     config.plugins.require_auth_and_security = false;
-    println!("wasmhook demo: starting the engine on {}", config.database_path().display());
+    println!(
+        "wasmhook demo: starting the engine on {}",
+        config.database_path().display()
+    );
     let server = crate::engine::start(config).await?;
     let url = server.url();
     let api = ApiClient::new(url.clone(), admin.clone());
-    let created = api.expect("POST", "/v1/tenants", Some(json!({"id": "acme", "name": "Acme Corp"})), 201).await?;
+    let created = api
+        .expect(
+            "POST",
+            "/v1/tenants",
+            Some(json!({"id": "acme", "name": "Acme Corp"})),
+            201,
+        )
+        .await?;
     let tenant_api = api.with_token(created["token"].as_str().unwrap_or_default());
     let lab = Lab::set_up(&url, &tenant_api, "acme").await?;
 
@@ -477,12 +614,19 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             let answer = tenant_api
                 .expect("POST", "/v1/tenants/acme/events", Some(json!({"type": case.event_type, "resource": {"type": "invoice", "id": format!("in_{i}")}, "data": {"amount": 1000 + i}})), 202)
                 .await?;
-            events.push((case.name, answer["id"].as_str().unwrap_or_default().to_string()));
+            events.push((
+                case.name,
+                answer["id"].as_str().unwrap_or_default().to_string(),
+            ));
         }
     }
     // Wait until every delivery left `pending` (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut rows: Vec<(&str, usize, usize, Vec<u64>)> = lab.cases.iter().map(|c| (c.name, 0, 0, Vec::new())).collect();
+    let mut rows: Vec<(&str, usize, usize, Vec<u64>)> = lab
+        .cases
+        .iter()
+        .map(|c| (c.name, 0, 0, Vec::new()))
+        .collect();
     loop {
         let mut pending = 0;
         for row in rows.iter_mut() {
@@ -490,7 +634,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             row.3.clear();
         }
         for (name, event) in &events {
-            let deliveries = tenant_api.get(&format!("/v1/tenants/acme/events/{event}/deliveries")).await?;
+            let deliveries = tenant_api
+                .get(&format!("/v1/tenants/acme/events/{event}/deliveries"))
+                .await?;
             for delivery in deliveries.as_array().into_iter().flatten() {
                 match delivery["status"].as_str() {
                     Some("pending") => pending += 1,
@@ -498,9 +644,16 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                         if let Some(row) = rows.iter_mut().find(|r| r.0 == *name) {
                             row.1 += 1;
                             let attempts = tenant_api
-                                .get(&format!("/v1/tenants/acme/events/{event}/deliveries/{}/attempts", delivery["id"].as_str().unwrap_or_default()))
+                                .get(&format!(
+                                    "/v1/tenants/acme/events/{event}/deliveries/{}/attempts",
+                                    delivery["id"].as_str().unwrap_or_default()
+                                ))
                                 .await?;
-                            if let Some(ms) = attempts.as_array().and_then(|a| a.last()).and_then(|a| a["latency_ms"].as_u64()) {
+                            if let Some(ms) = attempts
+                                .as_array()
+                                .and_then(|a| a.last())
+                                .and_then(|a| a["latency_ms"].as_u64())
+                            {
                                 row.3.push(ms);
                             }
                         }
@@ -516,15 +669,28 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     }
     let per_method = args.events.max(1);
     println!();
-    println!("{:<24} {:>10} {:>22} {:>12}", "method", "delivered", "verified by receiver", "latency p50");
+    println!(
+        "{:<24} {:>10} {:>22} {:>12}",
+        "method", "delivered", "verified by receiver", "latency p50"
+    );
     println!("{}", "-".repeat(72));
     let mut all_ok = true;
     for (case, row) in lab.cases.iter().zip(rows.iter_mut()) {
         row.2 = case.receiver.accepted();
         row.3.sort_unstable();
-        let p50 = row.3.get(row.3.len() / 2).map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
+        let p50 = row
+            .3
+            .get(row.3.len() / 2)
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "-".into());
         all_ok &= row.1 == per_method && row.2 >= per_method;
-        println!("{:<24} {:>10} {:>22} {:>12}", row.0, format!("{}/{per_method}", row.1), format!("{}/{per_method}", row.2.min(per_method)), p50);
+        println!(
+            "{:<24} {:>10} {:>22} {:>12}",
+            row.0,
+            format!("{}/{per_method}", row.1),
+            format!("{}/{per_method}", row.2.min(per_method)),
+            p50
+        );
     }
     println!("{}", "-".repeat(72));
     println!(
@@ -538,13 +704,28 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let kept = if args.keep { Some(dir.keep()) } else { None };
     match kept {
         Some(path) => {
-            println!("\nThe demo's database is kept at {}", path.join("wasmhook.sqlite3").display());
-            println!("Run the engine on it:  wasmhook serve --data-dir {} --admin-token {admin}", path.display());
+            println!(
+                "\nThe demo's database is kept at {}",
+                path.join("wasmhook.sqlite3").display()
+            );
+            println!(
+                "Run the engine on it:  wasmhook serve --data-dir {} --admin-token {admin}",
+                path.display()
+            );
         }
         None => {
             println!("\nThe demo's database was a temporary file (use --keep to keep it).");
-            println!("Run the engine for real:  wasmhook serve   (data in {}; admin token written to <data dir>/admin-token)", crate::config::default_data_dir().display());
+            println!(
+                "Run the engine for real:  wasmhook serve   (data in {}; admin token written to <data dir>/admin-token)",
+                crate::config::default_data_dir().display()
+            );
         }
     }
-    if all_ok { Ok(()) } else { Err(DemoError::Setup("some methods were not delivered and verified (see the table)".into())) }
+    if all_ok {
+        Ok(())
+    } else {
+        Err(DemoError::Setup(
+            "some methods were not delivered and verified (see the table)".into(),
+        ))
+    }
 }

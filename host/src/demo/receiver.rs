@@ -54,18 +54,33 @@ pub struct Verdict {
 impl Verdict {
     /// 204, accepted.
     pub fn accept(note: impl Into<String>) -> Self {
-        Self { status: 204, body: Vec::new(), accepted: true, note: note.into() }
+        Self {
+            status: 204,
+            body: Vec::new(),
+            accepted: true,
+            note: note.into(),
+        }
     }
 
     /// 200 with a JSON body, accepted.
     pub fn json(value: serde_json::Value) -> Self {
-        Self { status: 200, body: value.to_string().into_bytes(), accepted: true, note: String::new() }
+        Self {
+            status: 200,
+            body: value.to_string().into_bytes(),
+            accepted: true,
+            note: String::new(),
+        }
     }
 
     /// Refused with `status`.
     pub fn reject(status: u16, note: impl Into<String>) -> Self {
         let note = note.into();
-        Self { status, body: note.clone().into_bytes(), accepted: false, note }
+        Self {
+            status,
+            body: note.clone().into_bytes(),
+            accepted: false,
+            note,
+        }
     }
 }
 
@@ -101,7 +116,10 @@ impl Drop for Receiver {
 
 impl Receiver {
     /// Starts on 127.0.0.1 (HTTPS when `tls` is given) judging each request with `judge`.
-    pub async fn start(tls: Option<Arc<rustls::ServerConfig>>, judge: Judge) -> std::io::Result<Self> {
+    pub async fn start(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        judge: Judge,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -110,13 +128,17 @@ impl Receiver {
         let shared = log.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (judge, log, acceptor) = (judge.clone(), shared.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     match acceptor {
                         None => serve(TokioIo::new(stream), Vec::new(), judge, log).await,
                         Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(stream).await else { return };
+                            let Ok(tls) = acceptor.accept(stream).await else {
+                                return;
+                            };
                             let chain = tls
                                 .get_ref()
                                 .1
@@ -129,12 +151,21 @@ impl Receiver {
                 });
             }
         });
-        Ok(Self { addr, tls: is_tls, log, task: Arc::new(task) })
+        Ok(Self {
+            addr,
+            tls: is_tls,
+            log,
+            task: Arc::new(task),
+        })
     }
 
     /// URL of the receiver (`https://127.0.0.1:port/webhooks` or `http://…`).
     pub fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}/webhooks", if self.tls { "https" } else { "http" }, self.addr.port())
+        format!(
+            "{}://127.0.0.1:{}/webhooks",
+            if self.tls { "https" } else { "http" },
+            self.addr.port()
+        )
     }
 
     /// Every request judged so far.
@@ -148,34 +179,55 @@ impl Receiver {
     }
 }
 
-async fn serve<I>(io: I, chain: Vec<CertificateDer<'static>>, judge: Judge, log: Arc<Mutex<Vec<Judged>>>)
-where
+async fn serve<I>(
+    io: I,
+    chain: Vec<CertificateDer<'static>>,
+    judge: Judge,
+    log: Arc<Mutex<Vec<Judged>>>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let (judge, log, chain) = (judge.clone(), log.clone(), chain.clone());
         async move {
             let (parts, body) = request.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let delivered = Delivered {
                 at: Instant::now(),
                 method: parts.method.to_string(),
-                path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
                 headers: parts.headers,
                 body,
                 client_chain: chain,
             };
             let verdict = judge(delivered.clone()).await;
             let mut response = hyper::Response::new(Full::new(Bytes::from(verdict.body.clone())));
-            *response.status_mut() = http::StatusCode::from_u16(verdict.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            *response.status_mut() = http::StatusCode::from_u16(verdict.status)
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
             if verdict.status == 200 {
-                response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
             }
-            log.lock().unwrap_or_else(|p| p.into_inner()).push(Judged { request: delivered, verdict });
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(Judged {
+                request: delivered,
+                verdict,
+            });
             Ok::<_, Infallible>(response)
         }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
 }
 
 /// Wraps an async closure as a [`Judge`].

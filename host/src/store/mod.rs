@@ -24,7 +24,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::config::Synchronous;
 use crate::model::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSpec, EventSummary, Tenant, now_millis, now_unix,
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSpec, EventSummary, Tenant, now_millis,
+    now_unix,
 };
 pub use writer::{Writer, WriterThread};
 
@@ -52,7 +53,9 @@ pub enum StoreError {
         reason: String,
     },
     /// Another process owns the data directory.
-    #[error("data directory {0} is in use by another wasmhook process (lock held on its `lock` file)")]
+    #[error(
+        "data directory {0} is in use by another wasmhook process (lock held on its `lock` file)"
+    )]
     Locked(PathBuf),
     /// The thing asked for does not exist (or belongs to another tenant).
     #[error("{what} `{id}` not found")]
@@ -203,7 +206,9 @@ impl Directory {
 
     /// The tenant whose token hashes to `hash`.
     pub fn tenant_by_token_hash(&self, hash: &str) -> Option<&Tenant> {
-        self.tenant_by_token_hash.get(hash).and_then(|id| self.tenants.get(id))
+        self.tenant_by_token_hash
+            .get(hash)
+            .and_then(|id| self.tenants.get(id))
     }
 
     /// Every tenant, by id.
@@ -222,12 +227,17 @@ impl Directory {
     pub fn endpoints_of(&self, tenant: &str) -> Vec<Arc<Endpoint>> {
         self.endpoints_by_tenant
             .get(tenant)
-            .map(|ids| ids.iter().filter_map(|id| self.endpoints.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.endpoints.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     fn put_tenant(&mut self, tenant: Tenant, token_hash: String) {
-        self.tenant_by_token_hash.insert(token_hash, tenant.id.clone());
+        self.tenant_by_token_hash
+            .insert(token_hash, tenant.id.clone());
         self.tenants.insert(tenant.id.clone(), tenant);
     }
 
@@ -240,11 +250,15 @@ impl Directory {
     }
 
     fn put_endpoint(&mut self, endpoint: Endpoint) {
-        let ids = self.endpoints_by_tenant.entry(endpoint.tenant_id.clone()).or_default();
+        let ids = self
+            .endpoints_by_tenant
+            .entry(endpoint.tenant_id.clone())
+            .or_default();
         if !ids.contains(&endpoint.id) {
             ids.push(endpoint.id.clone());
         }
-        self.endpoints.insert(endpoint.id.clone(), Arc::new(endpoint));
+        self.endpoints
+            .insert(endpoint.id.clone(), Arc::new(endpoint));
     }
 
     fn remove_endpoint(&mut self, tenant: &str, id: &str) {
@@ -265,9 +279,15 @@ pub struct Store {
     _lock: File,
 }
 
-fn open_connection(path: &Path, flags: OpenFlags, synchronous: Synchronous) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+fn open_connection(
+    path: &Path,
+    flags: OpenFlags,
+    synchronous: Synchronous,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(
@@ -284,11 +304,19 @@ fn open_connection(path: &Path, flags: OpenFlags, synchronous: Synchronous) -> R
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, takes the directory's lock, runs
     /// migrations and loads the directory.
-    pub fn open(data_dir: &Path, max_batch: usize, synchronous: Synchronous) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Open { path: data_dir.to_path_buf(), reason: e.to_string() })?;
-        let lock = File::create(data_dir.join("lock"))
-            .map_err(|e| StoreError::Open { path: data_dir.join("lock"), reason: e.to_string() })?;
+    pub fn open(
+        data_dir: &Path,
+        max_batch: usize,
+        synchronous: Synchronous,
+    ) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let lock = File::create(data_dir.join("lock")).map_err(|e| StoreError::Open {
+            path: data_dir.join("lock"),
+            reason: e.to_string(),
+        })?;
         if lock.try_lock().is_err() {
             return Err(StoreError::Locked(data_dir.to_path_buf()));
         }
@@ -320,11 +348,15 @@ impl Store {
 
     /// Reads the in-memory directory.
     pub fn directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
-        self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.directory
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
-        self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.directory
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits until every write queued so far is committed (the writer is FIFO: a no-op queued
@@ -344,13 +376,17 @@ impl Store {
             let pooled = store.readers.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {
                 Some(conn) => conn,
-                None => open_connection(&store.path, OpenFlags::SQLITE_OPEN_READ_ONLY, Synchronous::Normal)?,
+                None => open_connection(
+                    &store.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY,
+                    Synchronous::Normal,
+                )?,
             };
             let result = op(&conn);
-            if let Ok(mut pool) = store.readers.lock() {
-                if pool.len() < 8 {
-                    pool.push(conn);
-                }
+            if let Ok(mut pool) = store.readers.lock()
+                && pool.len() < 8
+            {
+                pool.push(conn);
             }
             result
         })
@@ -361,7 +397,11 @@ impl Store {
     // ---- tenants -------------------------------------------------------------------------
 
     /// Creates a tenant whose token hashes to `token_hash`.
-    pub async fn create_tenant(&self, tenant: Tenant, token_hash: String) -> Result<Tenant, StoreError> {
+    pub async fn create_tenant(
+        &self,
+        tenant: Tenant,
+        token_hash: String,
+    ) -> Result<Tenant, StoreError> {
         let (t, h) = (tenant.clone(), token_hash.clone());
         self.writer
             .write(move |conn| {
@@ -386,7 +426,9 @@ impl Store {
         let id_owned = id.to_string();
         let deleted = self
             .writer
-            .write(move |conn| Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [&id_owned])? > 0))
+            .write(move |conn| {
+                Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [&id_owned])? > 0)
+            })
             .await?;
         self.directory_mut().remove_tenant(id);
         Ok(deleted)
@@ -397,7 +439,8 @@ impl Store {
     /// Inserts or replaces an endpoint.
     pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Arc<Endpoint>, StoreError> {
         let e = endpoint.clone();
-        let spec = serde_json::to_string(&e.spec).map_err(|err| StoreError::Sqlite(err.to_string()))?;
+        let spec =
+            serde_json::to_string(&e.spec).map_err(|err| StoreError::Sqlite(err.to_string()))?;
         self.writer
             .write(move |conn| {
                 conn.execute(
@@ -410,7 +453,9 @@ impl Store {
             .await?;
         let mut directory = self.directory_mut();
         directory.put_endpoint(endpoint.clone());
-        Ok(directory.endpoint(&endpoint.id).unwrap_or_else(|| Arc::new(endpoint)))
+        Ok(directory
+            .endpoint(&endpoint.id)
+            .unwrap_or_else(|| Arc::new(endpoint)))
     }
 
     /// Deletes an endpoint; its pending deliveries become dead when they come due.
@@ -572,7 +617,12 @@ impl Store {
     }
 
     /// Puts a delivered or dead delivery back in the queue (replay), starting a new retry round.
-    pub async fn requeue(&self, tenant: &str, event: &str, delivery: &str) -> Result<PendingDelivery, StoreError> {
+    pub async fn requeue(
+        &self,
+        tenant: &str,
+        event: &str,
+        delivery: &str,
+    ) -> Result<PendingDelivery, StoreError> {
         let (t, e, d) = (tenant.to_string(), event.to_string(), delivery.to_string());
         self.writer
             .write(move |conn| {
@@ -646,7 +696,11 @@ impl Store {
     }
 
     /// One event of a tenant.
-    pub async fn event(self: &Arc<Self>, tenant: &str, event: &str) -> Result<EventSummary, StoreError> {
+    pub async fn event(
+        self: &Arc<Self>,
+        tenant: &str,
+        event: &str,
+    ) -> Result<EventSummary, StoreError> {
         let (t, e) = (tenant.to_string(), event.to_string());
         self.read(move |conn| {
             conn.query_row(
@@ -663,13 +717,20 @@ impl Store {
                 },
             )
             .optional()?
-            .ok_or(StoreError::NotFound { what: "event", id: e })
+            .ok_or(StoreError::NotFound {
+                what: "event",
+                id: e,
+            })
         })
         .await
     }
 
     /// The deliveries of one event of a tenant.
-    pub async fn deliveries_of_event(self: &Arc<Self>, tenant: &str, event: &str) -> Result<Vec<Delivery>, StoreError> {
+    pub async fn deliveries_of_event(
+        self: &Arc<Self>,
+        tenant: &str,
+        event: &str,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let (t, e) = (tenant.to_string(), event.to_string());
         self.read(move |conn| {
             let exists: bool = conn.query_row(
@@ -742,7 +803,13 @@ impl Store {
     /// Deliveries waiting, by tenant-independent count (for `/metrics`).
     pub async fn count_pending(self: &Arc<Self>) -> Result<u64, StoreError> {
         let count: i64 = self
-            .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0))?))
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
             .await?;
         Ok(count.max(0) as u64)
     }
@@ -791,7 +858,10 @@ impl Store {
     pub async fn prune_signing_keys(&self, cutoff: i64) -> Result<usize, StoreError> {
         self.writer
             .write(move |conn| {
-                Ok(conn.execute("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1", [cutoff])?)
+                Ok(conn.execute(
+                    "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
+                    [cutoff],
+                )?)
             })
             .await
     }
@@ -799,7 +869,10 @@ impl Store {
     // ---- client certificates -------------------------------------------------------------
 
     /// Inserts or replaces a client certificate record.
-    pub async fn put_client_certificate(&self, record: StoredClientCertificate) -> Result<(), StoreError> {
+    pub async fn put_client_certificate(
+        &self,
+        record: StoredClientCertificate,
+    ) -> Result<(), StoreError> {
         self.writer
             .write(move |conn| {
                 conn.execute(
@@ -824,7 +897,10 @@ impl Store {
     }
 
     /// The tenant's client certificate records.
-    pub async fn client_certificates(self: &Arc<Self>, tenant: &str) -> Result<Vec<StoredClientCertificate>, StoreError> {
+    pub async fn client_certificates(
+        self: &Arc<Self>,
+        tenant: &str,
+    ) -> Result<Vec<StoredClientCertificate>, StoreError> {
         let t = tenant.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare(
@@ -858,11 +934,18 @@ impl Store {
     }
 
     /// Deletes a client certificate record.
-    pub async fn delete_client_certificate(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_client_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let (t, i) = (tenant.to_string(), id.to_string());
         self.writer
             .write(move |conn| {
-                Ok(conn.execute("DELETE FROM client_certificates WHERE tenant_id = ?1 AND id = ?2", [&t, &i])? > 0)
+                Ok(conn.execute(
+                    "DELETE FROM client_certificates WHERE tenant_id = ?1 AND id = ?2",
+                    [&t, &i],
+                )? > 0)
             })
             .await
     }
@@ -885,22 +968,43 @@ fn load_directory(conn: &Connection) -> Result<Directory, StoreError> {
     let mut directory = Directory::default();
     let mut stmt = conn.prepare("SELECT id, name, token_hash, created_at FROM tenants")?;
     let tenants = stmt.query_map([], |r| {
-        Ok((Tenant { id: r.get(0)?, name: r.get(1)?, created_at: r.get(3)? }, r.get::<_, String>(2)?))
+        Ok((
+            Tenant {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(3)?,
+            },
+            r.get::<_, String>(2)?,
+        ))
     })?;
     for row in tenants {
         let (tenant, hash) = row?;
         directory.put_tenant(tenant, hash);
     }
-    let mut stmt =
-        conn.prepare("SELECT id, tenant_id, spec, created_at, updated_at FROM endpoints ORDER BY created_at, id")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, tenant_id, spec, created_at, updated_at FROM endpoints ORDER BY created_at, id",
+    )?;
     let endpoints = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ))
     })?;
     for row in endpoints {
         let (id, tenant_id, spec, created_at, updated_at) = row?;
-        let spec: EndpointSpec = serde_json::from_str(&spec)
-            .map_err(|e| StoreError::Schema(format!("endpoint `{id}` has an unreadable spec: {e}")))?;
-        directory.put_endpoint(Endpoint { id, tenant_id, spec, created_at, updated_at });
+        let spec: EndpointSpec = serde_json::from_str(&spec).map_err(|e| {
+            StoreError::Schema(format!("endpoint `{id}` has an unreadable spec: {e}"))
+        })?;
+        directory.put_endpoint(Endpoint {
+            id,
+            tenant_id,
+            spec,
+            created_at,
+            updated_at,
+        });
     }
     Ok(directory)
 }

@@ -117,7 +117,12 @@ fn in_savepoint<T>(
     }
 }
 
-fn run(conn: Connection, mut receiver: mpsc::UnboundedReceiver<Job>, max_batch: usize, stats: &WriterStats) {
+fn run(
+    conn: Connection,
+    mut receiver: mpsc::UnboundedReceiver<Job>,
+    max_batch: usize,
+    stats: &WriterStats,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
     while let Some(first) = receiver.blocking_recv() {
@@ -145,7 +150,9 @@ fn run(conn: Connection, mut receiver: mpsc::UnboundedReceiver<Job>, max_batch: 
         };
         if outcome.is_ok() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(completions.len() as u64, Ordering::Relaxed);
+            stats
+                .writes
+                .fetch_add(completions.len() as u64, Ordering::Relaxed);
         } else if let Err(e) = &outcome {
             tracing::error!(error = %e, "store commit failed");
         }

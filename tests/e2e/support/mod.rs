@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,10 +25,12 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 /// without jitter, the auth+security policy off (tests that check it turn it on), a shared
 /// compiled-code cache so that each engine does not recompile the built-in plugins.
 pub fn test_config(data_dir: PathBuf) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir;
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_token = Some(ADMIN.into());
+    let mut config = Config {
+        data_dir,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(ADMIN.into()),
+        ..Default::default()
+    };
     config.http.allow_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
     config.delivery.retry_schedule = vec![Duration::from_millis(100), Duration::from_millis(200)];
     config.delivery.jitter = 0.0;
@@ -70,14 +71,23 @@ impl TestEngine {
 
     /// Creates a tenant; returns (id, token).
     pub async fn tenant(&self, id: &str) -> (String, String) {
-        let (status, body) = self.api.post("/v1/tenants", serde_json::json!({"id": id, "name": id})).await;
+        let (status, body) = self
+            .api
+            .post("/v1/tenants", serde_json::json!({"id": id, "name": id}))
+            .await;
         assert_eq!(status, 201, "{body}");
-        (body["tenant"]["id"].as_str().unwrap().to_string(), body["token"].as_str().unwrap().to_string())
+        (
+            body["tenant"]["id"].as_str().unwrap().to_string(),
+            body["token"].as_str().unwrap().to_string(),
+        )
     }
 
     /// Creates an endpoint for `tenant`; returns its id.
     pub async fn endpoint(&self, tenant: &str, spec: Value) -> String {
-        let (status, body) = self.api.post(&format!("/v1/tenants/{tenant}/endpoints"), spec).await;
+        let (status, body) = self
+            .api
+            .post(&format!("/v1/tenants/{tenant}/endpoints"), spec)
+            .await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().to_string()
     }
@@ -96,21 +106,31 @@ impl TestEngine {
     pub async fn settled(&self, tenant: &str, event: &str, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
-            let (status, body) = self.api.get(&format!("/v1/tenants/{tenant}/events/{event}/deliveries")).await;
+            let (status, body) = self
+                .api
+                .get(&format!("/v1/tenants/{tenant}/events/{event}/deliveries"))
+                .await;
             assert_eq!(status, 200, "{body}");
             let deliveries = body.as_array().unwrap().clone();
             if deliveries.iter().all(|d| d["status"] != "pending") {
                 return deliveries;
             }
-            assert!(Instant::now() < deadline, "deliveries still pending after {within:?}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "deliveries still pending after {within:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// The attempts of a delivery.
     pub async fn attempts(&self, tenant: &str, event: &str, delivery: &str) -> Vec<Value> {
-        let (status, body) =
-            self.api.get(&format!("/v1/tenants/{tenant}/events/{event}/deliveries/{delivery}/attempts")).await;
+        let (status, body) = self
+            .api
+            .get(&format!(
+                "/v1/tenants/{tenant}/events/{event}/deliveries/{delivery}/attempts"
+            ))
+            .await;
         assert_eq!(status, 200, "{body}");
         body.as_array().unwrap().clone()
     }
@@ -121,48 +141,83 @@ impl TestEngine {
 pub struct Api {
     base: String,
     token: String,
-    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
 }
 
 impl Api {
     pub fn new(base: String, token: &str) -> Self {
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-        Self { base, token: token.to_string(), client }
+        Self {
+            base,
+            token: token.to_string(),
+            client,
+        }
     }
 
     /// The same API with another token.
     pub fn with_token(&self, token: &str) -> Self {
-        Self { token: token.to_string(), ..self.clone() }
+        Self {
+            token: token.to_string(),
+            ..self.clone()
+        }
     }
 
     /// Sends a request with raw body bytes and extra headers; returns status and parsed JSON
     /// (`Value::Null` for an empty body, a string for a non-JSON one).
-    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut builder = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if !self.token.is_empty() {
             builder = builder.header("authorization", format!("Bearer {}", self.token));
         }
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let response = self.client.request(builder.body(Full::new(Bytes::from(body))).unwrap()).await.expect("API reachable");
+        let response = self
+            .client
+            .request(builder.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .expect("API reachable");
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, value)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.raw("POST", path, body.to_string().into_bytes(), &[("content-type", "application/json")]).await
+        self.raw(
+            "POST",
+            path,
+            body.to_string().into_bytes(),
+            &[("content-type", "application/json")],
+        )
+        .await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        self.raw("PATCH", path, body.to_string().into_bytes(), &[("content-type", "application/json")]).await
+        self.raw(
+            "PATCH",
+            path,
+            body.to_string().into_bytes(),
+            &[("content-type", "application/json")],
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -240,17 +295,25 @@ impl Receiver {
     async fn start_inner(script: Vec<Reply>, default: Reply, judge: Option<Judge>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(ReceiverState { script: script.into(), default, judge, received: Vec::new() }));
+        let state = Arc::new(Mutex::new(ReceiverState {
+            script: script.into(),
+            default,
+            judge,
+            received: Vec::new(),
+        }));
         let shared = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let state = shared.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                        let state = state.clone();
-                        async move { handle(state, request).await }
-                    });
+                    let service =
+                        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                            let state = state.clone();
+                            async move { handle(state, request).await }
+                        });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -278,7 +341,11 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "receiver got {} of {n} requests within {within:?}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "receiver got {} of {n} requests within {within:?}",
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -298,7 +365,11 @@ async fn handle(
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let received = Received {
         at: Instant::now(),
         method: parts.method.to_string(),
@@ -310,7 +381,10 @@ async fn handle(
         let mut state = state.lock().unwrap();
         let reply = match &state.judge {
             Some(judge) => judge(&received),
-            None => state.script.pop_front().unwrap_or_else(|| state.default.clone()),
+            None => state
+                .script
+                .pop_front()
+                .unwrap_or_else(|| state.default.clone()),
         };
         state.received.push(received);
         reply
