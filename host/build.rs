@@ -152,13 +152,17 @@ fn build_guests(root: &Path, target_dir: &Path) {
     );
 }
 
-/// Names of the crates in the sub-directories of `dir` (each with a Cargo.toml), sorted.
+/// Names of the component (cdylib) crates in the sub-directories of `dir`, sorted.
 fn crate_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|entry| entry.path().join("Cargo.toml").is_file())
+                // Components are the cdylib crates; others (shared guest libraries) are not.
+                .filter(|entry| {
+                    fs::read_to_string(entry.path().join("Cargo.toml"))
+                        .is_ok_and(|manifest| manifest.contains("cdylib"))
+                })
                 .filter_map(|entry| entry.file_name().into_string().ok())
                 .collect()
         })

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+                tracing_subscriber::EnvFilter::new(match cli.command {
+                    // The demo prints a table; the engine's own log would drown it.
+                    Command::Demo(_) => "warn",
+                    _ => "info,wasmtime=warn,cranelift=warn",
+                })
             }),
         )
         .with_writer(std::io::stderr)

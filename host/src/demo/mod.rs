@@ -681,7 +681,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         let p50 = row
             .3
             .get(row.3.len() / 2)
-            .map(|ms| format!("{ms} ms"))
+            .map(|ms| match ms {
+                0 => "<1 ms".to_string(),
+                ms => format!("{ms} ms"),
+            })
             .unwrap_or_else(|| "-".into());
         all_ok &= row.1 == per_method && row.2 >= per_method;
         println!(
