@@ -554,6 +554,8 @@ fn proc_stats(pid: u32, clock_ticks: f64) -> ProcStats {
     ProcStats {
         peak_rss_kib,
         cpu_seconds,
+        panics: 0,
+        first_panic: None,
     }
 }
 
@@ -1221,7 +1223,8 @@ async fn run_e2e(
         delivered,
         result.seconds,
         if timed_out { " TIMED OUT" } else { "" },
-        stats
+        result
+            .engine
             .peak_rss_kib
             .map(|k| format!("{:.1}", k as f64 / 1024.0))
             .unwrap_or_else(|| "?".into()),

@@ -333,3 +333,49 @@ async fn step_secrets_are_redacted_and_operational_routes_answer() {
     }
     engine.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_policy_names_what_an_endpoint_lacks() {
+    let engine = TestEngine::start_with(|c| c.plugins.require_auth_and_security = true).await;
+    let (acme, _) = engine.tenant("acme").await;
+    let path = format!("/v1/tenants/{acme}/endpoints");
+    let api_key = json!({"plugin": "api-key", "config": {"key": "k"}});
+    let (status, answer) = engine
+        .api
+        .post(&path, json!({"url": "https://example.com"}))
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication"),
+        "{answer}"
+    );
+    let (status, answer) = engine
+        .api
+        .post(
+            &path,
+            json!({"url": "https://example.com", "steps": [api_key]}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("security"),
+        "{answer}"
+    );
+    let recipient = wasmhook::demo::pki::TestCa::new("tenant").cert_pem();
+    let jwe = json!({"plugin": "jwe", "config": {"recipient": recipient}});
+    let (status, answer) = engine
+        .api
+        .post(
+            &path,
+            json!({"url": "https://example.com", "steps": [api_key, jwe]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    engine.server.shutdown().await;
+}

@@ -7,5 +7,7 @@ mod api;
 mod crash;
 mod delivery;
 mod methods;
+mod plugin_registry;
+mod plugin_runtime;
 mod plugins;
 mod tls;

@@ -260,6 +260,31 @@ async fn mtls_refuses_a_receiver_certificate_from_another_issuer() {
         .await;
     assert_eq!(record["status"], "active", "{record}");
     assert!(record.get("private_key_pem").is_none() && !record.to_string().contains("PRIVATE KEY"));
+    // Importing an existing certificate and key is possible too; a mismatched pair is refused.
+    let (chain, key) = s.lab.ca.issue_client_cert("imported");
+    let path = format!("/v1/tenants/{}/client-certificates", s.tenant);
+    let (status, imported) = s
+        .engine
+        .api
+        .post(
+            &path,
+            json!({"name": "imported", "certificate_pem": chain, "private_key_pem": key}),
+        )
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    assert_eq!(imported["status"], "active");
+    let (_, other_key) = s.lab.ca.issue_client_cert("other");
+    let (status, refused) = s
+        .engine
+        .api
+        .post(
+            &path,
+            json!({"name": "bad", "certificate_pem": chain, "private_key_pem": other_key}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["field"], "certificate_pem");
+    assert!(!refused.to_string().contains("PRIVATE KEY"));
     // A receiver whose certificate comes from another CA.
     let other = TestCa::new("Impostor CA");
     let (chain, key) = other.issue_server_cert();

@@ -21,16 +21,20 @@
 //! lets the plugin reach the host of `token_url`. A 429 or 5xx answer, or an unreachable route,
 //! is transient (retried later); any other failure is permanent.
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "token-plugin",
+    // The contract's types come from the kit shared by wasmhook's own plugins.
+    with: { "wasmhook:plugin/types@0.1.0": wasmhook_plugin_kit::types },
 });
 
 use exports::wasmhook::plugin::token_provider::Guest;
 use wasmhook::plugin::outbound;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request, Token};
+use wasmhook_plugin_kit::config::{invalid, parse_object, required_string};
+use wasmhook_plugin_kit::token::{self, At};
+use wasmhook_plugin_kit::types::{Context, Error, Kind, PluginInfo, Request, Token};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -54,14 +58,11 @@ struct Config {
 }
 
 fn parse(config: &str) -> Result<Config, Error> {
-    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(config) else {
-        return Err(invalid("config", "must be a JSON object"));
-    };
-    let known = ["token_url", "client_id", "client_secret", "api_key"];
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(unknown, "unknown field"));
-    }
-    let token_url = required(&map, "token_url")?;
+    let map = parse_object(
+        config,
+        &["token_url", "client_id", "client_secret", "api_key"],
+    )?;
+    let token_url = required_string(&map, "token_url")?;
     if !(token_url.starts_with("https://") || token_url.starts_with("http://"))
         || token_url.contains(char::is_whitespace)
     {
@@ -69,27 +70,10 @@ fn parse(config: &str) -> Result<Config, Error> {
     }
     Ok(Config {
         token_url,
-        client_id: required(&map, "client_id")?,
-        client_secret: required(&map, "client_secret")?,
-        api_key: required(&map, "api_key")?,
+        client_id: required_string(&map, "client_id")?,
+        client_secret: required_string(&map, "client_secret")?,
+        api_key: required_string(&map, "api_key")?,
     })
-}
-
-/// A required, non-empty string without control characters.
-fn required(map: &Map<String, Value>, field: &str) -> Result<String, Error> {
-    match map.get(field) {
-        None | Some(Value::Null) => Err(invalid(field, "is required")),
-        Some(Value::String(s)) if s.is_empty() => Err(invalid(field, "must not be empty")),
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
-            Err(invalid(field, "must not contain control characters"))
-        }
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(invalid(field, "must be a string")),
-    }
-}
-
-fn invalid(field: &str, why: &str) -> Error {
-    Error::InvalidConfig(format!("{field}: {why}"))
 }
 
 struct Provider;
@@ -122,34 +106,16 @@ impl Guest for Provider {
             ],
             body: body.to_string().into_bytes(),
         };
-        let response = outbound::send(&request)
-            .map_err(|e| Error::Transient(format!("token route unreachable: {e}")))?;
-        // Only the status goes into errors: the answer could echo what we sent.
-        match response.status {
-            200..=299 => {}
-            429 | 500..=599 => {
-                return Err(Error::Transient(format!(
-                    "token route answered {}",
-                    response.status
-                )));
-            }
-            status => return Err(Error::Permanent(format!("token route answered {status}"))),
-        }
-        let answer: Value = serde_json::from_slice(&response.body)
-            .map_err(|_| Error::Permanent("token route answer is not JSON".to_string()))?;
-        let token = match answer.pointer("/result/auth/token") {
-            Some(Value::String(token)) if !token.is_empty() => token.clone(),
-            _ => {
-                return Err(Error::Permanent(
-                    "token route answer has no string result.auth.token".to_string(),
-                ));
-            }
-        };
+        let response = outbound::send(&request).map_err(token::route_unreachable)?;
+        // 429 and 5xx are transient, other statuses permanent. Only the status goes into errors:
+        // the answer could echo what we sent.
+        token::check_bare_status(response.status)?;
+        let answer = token::parse_answer(&response.body)?;
         Ok(Token {
-            value: token,
-            expires_in_seconds: answer
-                .pointer("/result/auth/ttlSeconds")
-                .and_then(Value::as_u64),
+            value: token::token_at(&answer, At::Pointer("/result/auth/token"))?,
+            expires_in_seconds: At::Pointer("/result/auth/ttlSeconds")
+                .find(&answer)
+                .and_then(token::seconds),
         })
     }
 }

@@ -124,6 +124,8 @@ pub struct Lab {
     pub ca: TestCa,
     /// The tenant's JWE key pair (RSA) with its certificate, as the tenant would give us.
     pub tenant_key: Arc<SigningKey>,
+    /// The tenant's EC JWE key pair (P-256) with its certificate.
+    pub tenant_ec_key: Arc<SigningKey>,
     /// The tenant's OAuth2 token route issuer.
     pub oauth: TokenIssuer,
     /// The tenant's custom token route issuer.
@@ -209,6 +211,52 @@ pub fn verify_standard_webhooks(secret: &str, d: &Delivered) -> bool {
     signatures.split(' ').any(|s| s == expected)
 }
 
+/// A receiver that accepts a JWT body only when its signature verifies against the JWKS.
+async fn jws_receiver(engine: String) -> Result<Receiver, DemoError> {
+    Receiver::start(
+        None,
+        judge(move |d: Delivered| {
+            let engine = engine.clone();
+            async move {
+                if d.header("content-type") != Some("application/jwt") {
+                    return Verdict::reject(415, "expected application/jwt");
+                }
+                match verify_jws(&engine, &body_text(&d), d.header("webhook-id")).await {
+                    Ok(_) => Verdict::accept("signature verified against the JWKS"),
+                    Err(e) => Verdict::reject(401, e),
+                }
+            }
+        }),
+    )
+    .await
+    .map_err(setup("receiver"))
+}
+
+/// A receiver that accepts a JWE only when `key` decrypts it to the envelope.
+async fn jwe_receiver(key: Arc<SigningKey>) -> Result<Receiver, DemoError> {
+    Receiver::start(
+        None,
+        judge(move |d: Delivered| {
+            let key = key.clone();
+            async move {
+                match jose::decrypt_with_private_key(key.private_key_pem(), &body_text(&d)) {
+                    Ok((payload, _)) => {
+                        let envelope: Value = serde_json::from_slice(&payload).unwrap_or_default();
+                        if envelope["id"].as_str() == d.header("webhook-id") {
+                            Verdict::accept("decrypted with the tenant's key")
+                        } else {
+                            Verdict::reject(400, "decrypted payload is not the envelope")
+                        }
+                    }
+                    Err(e) => Verdict::reject(400, e.to_string()),
+                }
+            }
+        }),
+    )
+    .await
+    .map_err(setup("receiver"))
+}
+
 impl Lab {
     /// Sets up every method for `tenant` on the engine at `engine_url`, through the API with the
     /// tenant's token.
@@ -225,6 +273,10 @@ impl Lab {
             .await
             .map_err(setup("key task"))?
             .map_err(setup("tenant key"))?,
+        );
+        let tenant_ec_key = Arc::new(
+            SigningKey::generate(SigningAlg::Es256, "Acme webhook encryption (EC)", 365)
+                .map_err(setup("tenant EC key"))?,
         );
         let oauth = TokenIssuer::default();
         let custom = TokenIssuer::default();
@@ -389,64 +441,46 @@ impl Lab {
                 "client_id": OAUTH_ID, "client_secret": OAUTH_SECRET, "api_key": CUSTOM_KEY}}}]),
             None,
         ));
-
-        let receiver = {
-            let engine = engine.clone();
-            Receiver::start(
-                None,
-                judge(move |d: Delivered| {
-                    let engine = engine.clone();
-                    async move {
-                        if d.header("content-type") != Some("application/jwt") {
-                            return Verdict::reject(415, "expected application/jwt");
-                        }
-                        match verify_jws(&engine, &body_text(&d), d.header("webhook-id")).await {
-                            Ok(_) => Verdict::accept("signature verified against the JWKS"),
-                            Err(e) => Verdict::reject(401, e),
-                        }
-                    }
-                }),
-            )
+        let receiver = Receiver::start(None, bearer_judge(custom.clone()))
             .await
-            .map_err(setup("receiver"))?
-        };
+            .map_err(setup("receiver"))?;
         cases.push((
-            "jws (ES256)",
+            "bearer (http-token)",
             receiver,
-            json!([{"plugin": "jws", "config": {"alg": "ES256", "iss": "wasmhook-demo"}}]),
+            json!([{"plugin": "bearer", "config": {"provider": "http-token", "provider_config": {
+                "token_url": format!("http://127.0.0.1:{}/auth", custom_route.addr.port()),
+                "method": "POST",
+                "headers": {"content-type": "application/json", "x-tenant-key": CUSTOM_KEY},
+                "body": json!({"clientId": OAUTH_ID, "clientSecret": OAUTH_SECRET}).to_string(),
+                "token_pointer": "/result/auth/token",
+                "expires_in_pointer": "/result/auth/ttlSeconds"}}}]),
             None,
         ));
 
-        let receiver = {
-            let key = tenant_key.clone();
-            Receiver::start(
+        for (name, alg) in [
+            ("jws (ES256)", "ES256"),
+            ("jws (RS256)", "RS256"),
+            ("jws (EdDSA)", "EdDSA"),
+        ] {
+            cases.push((
+                name,
+                jws_receiver(engine.clone()).await?,
+                json!([{"plugin": "jws", "config": {"alg": alg, "iss": "wasmhook-demo"}}]),
                 None,
-                judge(move |d: Delivered| {
-                    let key = key.clone();
-                    async move {
-                        match jose::decrypt_with_private_key(key.private_key_pem(), &body_text(&d))
-                        {
-                            Ok((payload, _)) => {
-                                let envelope: Value =
-                                    serde_json::from_slice(&payload).unwrap_or_default();
-                                if envelope["id"].as_str() == d.header("webhook-id") {
-                                    Verdict::accept("decrypted with the tenant's key")
-                                } else {
-                                    Verdict::reject(400, "decrypted payload is not the envelope")
-                                }
-                            }
-                            Err(e) => Verdict::reject(400, e.to_string()),
-                        }
-                    }
-                }),
-            )
-            .await
-            .map_err(setup("receiver"))?
-        };
+            ));
+        }
+
+        let receiver = jwe_receiver(tenant_key.clone()).await?;
         cases.push((
             "jwe (RSA-OAEP-256)",
             receiver,
             json!([{"plugin": "jwe", "config": {"recipient": tenant_key.certificate_pem}}]),
+            None,
+        ));
+        cases.push((
+            "jwe (ECDH-ES+A256KW)",
+            jwe_receiver(tenant_ec_key.clone()).await?,
+            json!([{"plugin": "jwe", "config": {"recipient": tenant_ec_key.certificate_pem, "alg": "ECDH-ES+A256KW"}}]),
             None,
         ));
 
@@ -558,6 +592,7 @@ impl Lab {
         Ok(Self {
             ca,
             tenant_key,
+            tenant_ec_key,
             oauth,
             custom,
             token_routes: vec![oauth_route, custom_route],

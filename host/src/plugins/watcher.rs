@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
@@ -34,6 +35,16 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.task.abort();
         tracing::info!(dir = %self.dir.display(), "stopped watching the plugin directory");
+    }
+}
+
+/// Whether an event may change which plugin files exist or what they contain.
+fn is_content_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Any | EventKind::Other => true,
     }
 }
 
@@ -66,9 +77,12 @@ impl PluginRegistry {
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
             match res {
                 Ok(events) => {
-                    let relevant = events
-                        .iter()
-                        .any(|ev| ev.paths.iter().any(|p| directory_plugin_name(p).is_some()));
+                    // Our own rescans open and read the files: opens/reads (Access) and
+                    // metadata changes must not trigger another rescan (that would loop).
+                    let relevant = events.iter().any(|ev| {
+                        is_content_change(&ev.kind)
+                            && ev.paths.iter().any(|p| directory_plugin_name(p).is_some())
+                    });
                     if relevant {
                         let _ = tx.send(());
                     }

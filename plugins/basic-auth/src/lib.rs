@@ -16,15 +16,17 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Map, Value};
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "step-plugin",
+    with: { "wasmhook:plugin/types@0.1.0": wasmhook_plugin_kit::types },
 });
 
 use exports::wasmhook::plugin::step::Guest;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+use wasmhook_plugin_kit::config::{invalid, opt_string, parse_object, required_string};
+use wasmhook_plugin_kit::headers::{check_header_name, set_header};
+use wasmhook_plugin_kit::types::{Context, Error, Kind, PluginInfo, Request};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -91,73 +93,6 @@ impl Guest for Plugin {
 }
 
 export!(Plugin);
-
-// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
-
-fn invalid(field: &str, why: &str) -> Error {
-    Error::InvalidConfig(format!("{field}: {why}"))
-}
-
-/// Parses the config as a JSON object and rejects fields not in `known`.
-fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
-    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
-    let value: Value = serde_json::from_str(config).map_err(|e| {
-        invalid(
-            "config",
-            &format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let Value::Object(map) = value else {
-        return Err(invalid("config", "must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(unknown, "unknown field"));
-    }
-    Ok(map)
-}
-
-/// A string field; absent or `null` is `None`.
-fn opt_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Error> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(field, "must be a string")),
-    }
-}
-
-/// A required, non-empty string without control characters.
-fn required_string(map: &Map<String, Value>, field: &str) -> Result<String, Error> {
-    let value = opt_string(map, field)?.ok_or_else(|| invalid(field, "is required"))?;
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(value)
-}
-
-/// RFC 9110 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn check_header_name(field: &str, name: &str) -> Result<(), Error> {
-    if name.is_empty() || !name.bytes().all(is_tchar) {
-        return Err(invalid(field, "must be a valid HTTP header name"));
-    }
-    Ok(())
-}
-
-/// Replaces the header `name` (case-insensitively) with `value`, keeping the others in order.
-fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    headers.push((name.to_string(), value));
-}
 
 #[cfg(test)]
 mod tests {

@@ -16,16 +16,19 @@
 //! `content-type` becomes `application/jwt`. A body that is not a JSON object is a permanent error.
 //! The receiver verifies with the host's `/.well-known/jwks.json`.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "step-plugin",
+    with: { "wasmhook:plugin/types@0.1.0": wasmhook_plugin_kit::types },
 });
 
 use exports::wasmhook::plugin::step::Guest;
 use wasmhook::plugin::jose;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+use wasmhook_plugin_kit::config::{invalid, opt_string, parse_object};
+use wasmhook_plugin_kit::headers::set_header;
+use wasmhook_plugin_kit::types::{Context, Error, Kind, PluginInfo, Request};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -112,49 +115,6 @@ impl Guest for Plugin {
 }
 
 export!(Plugin);
-
-// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
-
-fn invalid(field: &str, why: &str) -> Error {
-    Error::InvalidConfig(format!("{field}: {why}"))
-}
-
-/// Parses the config as a JSON object and rejects fields not in `known`.
-fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
-    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
-    let value: Value = serde_json::from_str(config).map_err(|e| {
-        invalid(
-            "config",
-            &format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let Value::Object(map) = value else {
-        return Err(invalid("config", "must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(unknown, "unknown field"));
-    }
-    Ok(map)
-}
-
-/// A string field; absent or `null` is `None`.
-fn opt_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Error> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(field, "must be a string")),
-    }
-}
-
-/// Replaces the header `name` (case-insensitively) with `value`, keeping the others in order.
-fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    headers.push((name.to_string(), value));
-}
 
 #[cfg(test)]
 mod tests {

@@ -39,17 +39,23 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "token-plugin",
+    with: { "wasmhook:plugin/types@0.1.0": wasmhook_plugin_kit::types },
 });
 
 use exports::wasmhook::plugin::token_provider::Guest;
 use wasmhook::plugin::log::{Level, log};
 use wasmhook::plugin::outbound;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request, Response, Token};
+use wasmhook_plugin_kit::config::{
+    check_allowed_hosts, check_url, invalid, opt_string, parse_object, required_string,
+};
+use wasmhook_plugin_kit::form::{form_body, form_encode};
+use wasmhook_plugin_kit::token::{self, At};
+use wasmhook_plugin_kit::types::{Context, Error, Kind, PluginInfo, Request, Token};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -228,42 +234,21 @@ impl Guest for Plugin {
                 form.push(("client_secret", &config.client_secret));
             }
         }
-        let body = form
-            .iter()
-            .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = form_body(&form);
         let request = Request {
             method: "POST".to_string(),
             url: config.token_url.clone(),
             headers,
             body: body.into_bytes(),
         };
-        let response = outbound::send(&request)
-            .map_err(|e| Error::Transient(format!("token route unreachable: {e}")))?;
-        let secrets = [config.client_secret.as_str()];
-        check_status(&response, &secrets)?;
-        let answer: Value = serde_json::from_slice(&response.body)
-            .map_err(|_| Error::Permanent("token route answer is not JSON".to_string()))?;
-        let value = match answer.get(&config.token_field) {
-            Some(Value::String(token)) if !token.is_empty() => token.clone(),
-            _ => {
-                return Err(Error::Permanent(format!(
-                    "token route answer has no non-empty string field '{}'",
-                    config.token_field
-                )));
-            }
-        };
-        if value.chars().any(char::is_control) {
-            return Err(Error::Permanent(format!(
-                "token in field '{}' contains control characters",
-                config.token_field
-            )));
-        }
-        let expires_in_seconds = match answer.get("expires_in") {
+        let response = outbound::send(&request).map_err(token::route_unreachable)?;
+        token::check_status(&response, &[&config.client_secret])?;
+        let answer = token::parse_answer(&response.body)?;
+        let value = token::token_at(&answer, At::Field(&config.token_field))?;
+        let expires_in_seconds = match At::Field("expires_in").find(&answer) {
             None | Some(Value::Null) => None,
             Some(v) => {
-                let seconds = seconds(v);
+                let seconds = token::seconds(v);
                 if seconds.is_none() {
                     log(
                         Level::Warn,
@@ -281,214 +266,6 @@ impl Guest for Plugin {
 }
 
 export!(Plugin);
-
-// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
-
-fn invalid(field: &str, why: &str) -> Error {
-    Error::InvalidConfig(format!("{field}: {why}"))
-}
-
-/// Parses the config as a JSON object and rejects fields not in `known`.
-fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
-    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
-    let value: Value = serde_json::from_str(config).map_err(|e| {
-        invalid(
-            "config",
-            &format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let Value::Object(map) = value else {
-        return Err(invalid("config", "must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(unknown, "unknown field"));
-    }
-    Ok(map)
-}
-
-/// A string field; absent or `null` is `None`.
-fn opt_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Error> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(field, "must be a string")),
-    }
-}
-
-/// A required, non-empty string without control characters.
-fn required_string(map: &Map<String, Value>, field: &str) -> Result<String, Error> {
-    let value = opt_string(map, field)?.ok_or_else(|| invalid(field, "is required"))?;
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(value)
-}
-
-/// Checks an absolute `http`/`https` URL with a host, without credentials, spaces or fragment.
-fn check_url(field: &str, url: &str) -> Result<(), Error> {
-    let rest = strip_prefix_ignore_case(url, "https://")
-        .or_else(|| strip_prefix_ignore_case(url, "http://"))
-        .ok_or_else(|| invalid(field, "must be an absolute http:// or https:// URL"))?;
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            field,
-            "must not contain spaces or control characters",
-        ));
-    }
-    if url.contains('#') {
-        return Err(invalid(field, "must not contain a fragment"));
-    }
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    if authority.contains('@') {
-        return Err(invalid(field, "must not contain credentials"));
-    }
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        // An IPv6 literal: `[::1]:8080`.
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| invalid(field, "has an unclosed IPv6 address"))?;
-        if !after.is_empty() && after.strip_prefix(':').is_none_or(|p| !is_port(p)) {
-            return Err(invalid(field, "has an invalid port"));
-        }
-        host
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) if is_port(port) => host,
-            Some(_) => return Err(invalid(field, "has an invalid port")),
-            None => authority,
-        }
-    };
-    if host.is_empty() {
-        return Err(invalid(field, "has no host"));
-    }
-    Ok(())
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
-}
-
-fn is_port(port: &str) -> bool {
-    !port.is_empty() && port.len() <= 5 && port.parse::<u16>().is_ok_and(|p| p > 0)
-}
-
-/// `allowed_hosts` is read by the host; here it is only checked to be a list of host names.
-fn check_allowed_hosts(map: &Map<String, Value>) -> Result<(), Error> {
-    match map.get("allowed_hosts") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(hosts)) => {
-            if hosts.is_empty() {
-                return Err(invalid("allowed_hosts", "must not be empty when given"));
-            }
-            for (i, host) in hosts.iter().enumerate() {
-                let field = format!("allowed_hosts[{i}]");
-                let Value::String(host) = host else {
-                    return Err(invalid(&field, "must be a string"));
-                };
-                if host.is_empty()
-                    || host
-                        .chars()
-                        .any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c))
-                {
-                    return Err(invalid(
-                        &field,
-                        "must be a host name (no scheme, path or spaces)",
-                    ));
-                }
-            }
-            Ok(())
-        }
-        Some(_) => Err(invalid("allowed_hosts", "must be an array of host names")),
-    }
-}
-
-/// `application/x-www-form-urlencoded`: unreserved characters kept, space as `+`, the rest `%XX`.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0x0f)]));
-            }
-        }
-    }
-    out
-}
-
-/// Maps a non-2xx answer to an error: 429 and 5xx are transient, the rest permanent. The OAuth
-/// `error` / `error_description` fields are quoted, cut short, with any secret blanked out.
-fn check_status(response: &Response, secrets: &[&str]) -> Result<(), Error> {
-    let status = response.status;
-    if (200..300).contains(&status) {
-        return Ok(());
-    }
-    let mut message = format!("token route answered {status}");
-    if (300..400).contains(&status) {
-        message.push_str(" (redirects are not followed)");
-    }
-    if let Ok(Value::Object(answer)) = serde_json::from_slice::<Value>(&response.body) {
-        for field in ["error", "error_description"] {
-            if let Some(Value::String(text)) = answer.get(field) {
-                message.push_str(&format!("; {field}: {}", sanitize(text, secrets)));
-            }
-        }
-    }
-    if status == 429 || (500..600).contains(&status) {
-        Err(Error::Transient(message))
-    } else {
-        Err(Error::Permanent(message))
-    }
-}
-
-/// Text from the remote side: secrets blanked out, control characters dropped, cut at 200 chars.
-fn sanitize(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.to_string();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "[redacted]");
-    }
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-    if text.chars().count() > 200 {
-        out.push('…');
-    }
-    out
-}
-
-/// A lifetime in seconds: a non-negative number or a numeric string.
-fn seconds(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e18)
-                .map(|f| f as u64)
-        }),
-        Value::String(s) => {
-            let s = s.trim();
-            s.parse::<u64>().ok().or_else(|| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e18)
-                    .map(|f| f as u64)
-            })
-        }
-        _ => None,
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -567,47 +344,5 @@ mod tests {
         );
         assert_eq!(invalid_field(&with(r#""token_field":"""#)), "token_field");
         assert_eq!(invalid_field(&with(r#""clientid":"x""#)), "clientid");
-    }
-
-    #[test]
-    fn form_encodes() {
-        assert_eq!(form_encode("a b&c=d/é~-._"), "a+b%26c%3Dd%2F%C3%A9~-._");
-        assert_eq!(form_encode("s3:cr+t%"), "s3%3Acr%2Bt%25");
-    }
-
-    #[test]
-    fn maps_statuses() {
-        let response = |status, body: &str| Response {
-            status,
-            headers: Vec::new(),
-            body: body.as_bytes().to_vec(),
-        };
-        assert!(check_status(&response(200, ""), &[]).is_ok());
-        assert!(matches!(
-            check_status(&response(503, ""), &[]),
-            Err(Error::Transient(_))
-        ));
-        assert!(matches!(
-            check_status(&response(429, ""), &[]),
-            Err(Error::Transient(_))
-        ));
-        let Err(Error::Permanent(message)) = check_status(
-            &response(
-                401,
-                r#"{"error":"invalid_client","error_description":"bad secret hunter2!"}"#,
-            ),
-            &["hunter2!"],
-        ) else {
-            panic!("401 must be permanent");
-        };
-        assert_eq!(
-            message,
-            "token route answered 401; error: invalid_client; error_description: bad secret [redacted]"
-        );
-        assert_eq!(seconds(&serde_json::json!(3600)), Some(3600));
-        assert_eq!(seconds(&serde_json::json!("3600")), Some(3600));
-        assert_eq!(seconds(&serde_json::json!(59.9)), Some(59));
-        assert_eq!(seconds(&serde_json::json!(-1)), None);
-        assert_eq!(seconds(&serde_json::json!("soon")), None);
     }
 }

@@ -20,16 +20,17 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
 use sha2::Sha256;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "step-plugin",
+    with: { "wasmhook:plugin/types@0.1.0": wasmhook_plugin_kit::types },
 });
 
 use exports::wasmhook::plugin::step::Guest;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+use wasmhook_plugin_kit::config::{invalid, opt_string, parse_object};
+use wasmhook_plugin_kit::types::{Context, Error, Kind, PluginInfo, Request};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -46,12 +47,8 @@ const HEADER: &str = "webhook-signature";
 
 fn parse(config: &str) -> Result<Vec<u8>, Error> {
     let map = parse_object(config, &["secret"])?;
-    let secret = match map.get("secret") {
-        None | Some(Value::Null) => return Err(invalid("secret", "is required")),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(invalid("secret", "must be a string")),
-    };
-    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    let secret = opt_string(&map, "secret")?.ok_or_else(|| invalid("secret", "is required"))?;
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(&secret);
     match STANDARD.decode(encoded.trim()) {
         Ok(key) if !key.is_empty() => Ok(key),
         Ok(_) => Err(invalid("secret", "must not be empty")),
@@ -111,34 +108,6 @@ impl Guest for Plugin {
 }
 
 export!(Plugin);
-
-// ---- helpers (each plugin carries its own: a plugin is a single self-contained component) ----
-
-fn invalid(field: &str, why: &str) -> Error {
-    Error::InvalidConfig(format!("{field}: {why}"))
-}
-
-/// Parses the config as a JSON object and rejects fields not in `known`.
-fn parse_object(config: &str, known: &[&str]) -> Result<Map<String, Value>, Error> {
-    // serde_json's syntax errors name a position, never the input, so no secret leaks through.
-    let value: Value = serde_json::from_str(config).map_err(|e| {
-        invalid(
-            "config",
-            &format!(
-                "is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let Value::Object(map) = value else {
-        return Err(invalid("config", "must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(unknown, "unknown field"));
-    }
-    Ok(map)
-}
 
 #[cfg(test)]
 mod tests {

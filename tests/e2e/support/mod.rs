@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod plugin_host;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;

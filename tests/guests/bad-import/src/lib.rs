@@ -11,7 +11,7 @@ wit_bindgen::generate!({
 
 use evil::escape::sockets;
 use exports::wasmhook::plugin::step::Guest;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+use wasmhook::plugin::types::{Context, Error, Kind, PluginInfo, Request};
 
 struct Plugin;
 

@@ -14,7 +14,7 @@ wit_bindgen::generate!({
 
 use exports::wasmhook::plugin::token_provider::Guest;
 use wasmhook::plugin::outbound;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request, Token};
+use wasmhook::plugin::types::{Context, Error, Kind, PluginInfo, Request, Token};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",

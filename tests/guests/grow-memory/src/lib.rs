@@ -7,7 +7,7 @@ wit_bindgen::generate!({
 
 use exports::wasmhook::plugin::step::Guest;
 use std::hint::black_box;
-use wasmhook::plugin::types::{Context, Error, PluginInfo, Kind, Request};
+use wasmhook::plugin::types::{Context, Error, Kind, PluginInfo, Request};
 
 struct Plugin;
 

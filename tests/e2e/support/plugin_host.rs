@@ -1,42 +1,26 @@
-//! Shared helpers for the plugin runtime tests: guest files and a fake `HostServices`.
-#![allow(dead_code)]
+//! Helpers of the plugin runtime tests: guest components and a `HostServices` double that records
+//! what plugins ask (the full engine path is covered by the other modules).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use scratch_plugins::plugins::{CallContext, HostServices, HttpRequest, HttpResponse, LogLevel};
+use wasmhook::plugins::{CallContext, HostServices, HttpRequest, HttpResponse, LogLevel};
 
-/// Directory of the built guest components.
-pub fn guest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-guests/wasm32-wasip2/release")
+/// Bytes of the guest component built from crate `name` (`api_key` or `api-key`).
+pub fn guest(name: &str) -> Vec<u8> {
+    let crate_name = name.replace('_', "-");
+    let path = wasmhook::guests::path(&crate_name)
+        .unwrap_or_else(|| panic!("no guest component {crate_name}"));
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-/// Bytes of guest `name` (`api_key`), or `None` with a message when it has not been built.
-pub fn guest(name: &str) -> Option<Vec<u8>> {
-    let path = guest_dir().join(format!("{name}.wasm"));
-    match std::fs::read(&path) {
-        Ok(b) => Some(b),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: guest {} is missing; build it with `cd plugins && CARGO_TARGET_DIR=../target/wasm-guests cargo build --target wasm32-wasip2 --release --workspace`",
-                path.display()
-            );
-            None
-        }
-    }
-}
-
-/// Returns early from the test when a guest is missing.
-#[macro_export]
+/// The bytes of a guest component (kept as a macro so the ported tests read as before).
 macro_rules! guest_or_skip {
     ($name:expr) => {
-        match common::guest($name) {
-            Some(b) => b,
-            None => return,
-        }
+        crate::support::plugin_host::guest($name)
     };
 }
+pub(crate) use guest_or_skip;
 
 pub fn ctx() -> CallContext {
     CallContext {

@@ -1,14 +1,12 @@
 //! Registry tests: directory watching (add, atomic swap, bad version, removal), built-in
 //! shadowing, tenant plugins (isolation, persistence, refusal).
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeHost, ctx, request};
-use scratch_plugins::plugins::{
+use crate::support::plugin_host::{FakeHost, ctx, guest_or_skip, request};
+use wasmhook::plugins::{
     PluginError, PluginRegistry, PluginRuntime, PluginSource, PluginState, RuntimeLimits,
 };
 
@@ -130,10 +128,8 @@ async fn directory_watch_add_swap_bad_version_remove() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_plugin_replaces_builtin_and_failed_first_load() {
-    let v1: &'static [u8] = match common::guest("swap_v1") {
-        Some(b) => Box::leak(b.into_boxed_slice()),
-        None => return,
-    };
+    let v1: &'static [u8] =
+        Box::leak(crate::support::plugin_host::guest("swap_v1").into_boxed_slice());
     let v2 = guest_or_skip!("swap_v2");
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("plugins");

@@ -1,12 +1,10 @@
 //! Plugin runtime tests with the real guest components.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeHost, ctx, request};
-use scratch_plugins::plugins::{
+use crate::support::plugin_host::{FakeHost, ctx, guest_or_skip, request};
+use wasmhook::plugins::{
     CacheOutcome, LoadError, PluginError, PluginKind, PluginRuntime, RuntimeLimits, World,
     check_component,
 };
@@ -215,9 +213,11 @@ async fn huge_body_fails_clearly() {
     );
 
     // With a larger memory cap the body is produced, and the body limit applies.
+    // (A generous deadline: copying 100 MB out of the instance takes a while on a loaded CI box.)
     let rt = PluginRuntime::new(RuntimeLimits {
         max_memory_bytes: 512 << 20,
         max_concurrent_instances: 4,
+        call_deadline: Duration::from_secs(30),
         ..Default::default()
     })
     .unwrap();
