@@ -57,34 +57,23 @@ fn main() {
     let mut others = crate_names(&root.join("tests/guests"));
     others.extend(examples.iter().cloned());
 
-    let mut generated = String::from(
-        "/// Built-in plugins compiled from `plugins/`: (plugin name, component bytes).\n\
-         pub const BUILT_IN_PLUGINS: &[(&str, &[u8])] = &[\n",
+    let mut generated = String::new();
+    embed_components(
+        &mut generated,
+        "Built-in plugins compiled from `plugins/`: (plugin name, component bytes).",
+        "BUILT_IN_PLUGINS",
+        &built_in,
+        &artifacts,
     );
-    for name in &built_in {
-        let path = artifact(&artifacts, name);
-        writeln!(
-            generated,
-            "    ({name:?}, include_bytes!({:?})),",
-            path.display()
-        )
-        .unwrap();
-    }
-    generated.push_str(
-        "];\n\n/// Example components from `examples/` (the demo uploads them): (crate name, bytes).\n\
-         pub const EXAMPLE_COMPONENTS: &[(&str, &[u8])] = &[\n",
+    embed_components(
+        &mut generated,
+        "Example components from `examples/` (the demo uploads them): (crate name, bytes).",
+        "EXAMPLE_COMPONENTS",
+        &examples,
+        &artifacts,
     );
-    for name in &examples {
-        let path = artifact(&artifacts, name);
-        writeln!(
-            generated,
-            "    ({name:?}, include_bytes!({:?})),",
-            path.display()
-        )
-        .unwrap();
-    }
     generated.push_str(
-        "];\n\n/// Every guest component built from this repository: (crate name, path of the .wasm).\n\
+        "/// Every guest component built from this repository: (crate name, path of the .wasm).\n\
          pub const GUEST_COMPONENTS: &[(&str, &str)] = &[\n",
     );
     for name in built_in.iter().chain(&others) {
@@ -98,6 +87,21 @@ fn main() {
     }
     generated.push_str("];\n");
     fs::write(out_dir.join("guests.rs"), generated).expect("write guests.rs");
+}
+
+/// Appends `pub const NAME: &[(&str, &[u8])]` embedding the components of `crates`.
+fn embed_components(out: &mut String, doc: &str, name: &str, crates: &[String], artifacts: &Path) {
+    writeln!(out, "/// {doc}\npub const {name}: &[(&str, &[u8])] = &[").unwrap();
+    for crate_name in crates {
+        let path = artifact(artifacts, crate_name);
+        writeln!(
+            out,
+            "    ({crate_name:?}, include_bytes!({:?})),",
+            path.display()
+        )
+        .unwrap();
+    }
+    out.push_str("];\n\n");
 }
 
 /// `target/` of the host build, derived from `OUT_DIR` (`target/<profile>/build/<pkg>/out`).
