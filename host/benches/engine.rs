@@ -23,7 +23,9 @@
 //!
 //! Environment: `WASMHOOK_BENCH_EVENTS` (default 50000), `WASMHOOK_BENCH_QUICK=1` (about 10x
 //! smaller), `WASMHOOK_BENCH_ONLY=micro,baseline,e2e,steps,ingest,swap,scale` (a subset, for
-//! profiling), `WASMHOOK_BENCH_KEEP=1` (keep the engines' data directories).
+//! profiling), `WASMHOOK_BENCH_STEPS=api-key,jws,jws+jwe` (a subset of run 3),
+//! `WASMHOOK_BENCH_KEEP=1` (keep the engines' data directories),
+//! `WASMHOOK_BENCH_ENGINE_WRAPPER="perf record -g -o f --"` (run the engine under a profiler).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -567,6 +569,8 @@ fn self_cpu_seconds(clock_ticks: f64) -> f64 {
 
 impl EngineProc {
     async fn start(settings: &Settings, options: EngineOptions) -> anyhow::Result<Self> {
+        // Write back what earlier runs left dirty, so that it does not slow this run's fsyncs.
+        let _ = Command::new("sync").status();
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix(&format!("wasmhook-bench-{}-", options.label))
@@ -645,10 +649,10 @@ impl EngineProc {
                 if let Some(log) = log.as_mut() {
                     let _ = writeln!(log, "{line}");
                 }
-                if let Some(rest) = line.split("wasmhook listening on ").nth(1) {
-                    if let (Some(url), Some(tx)) = (rest.split_whitespace().next(), tx.take()) {
-                        let _ = tx.send(url.to_string());
-                    }
+                if let Some(rest) = line.split("wasmhook listening on ").nth(1)
+                    && let (Some(url), Some(tx)) = (rest.split_whitespace().next(), tx.take())
+                {
+                    let _ = tx.send(url.to_string());
                 }
             }
         });
@@ -806,15 +810,15 @@ impl EngineProc {
         } else {
             None
         };
-        if let Some(dir) = self.dir.take() {
-            if keep {
-                let path = dir.keep();
-                eprintln!(
-                    "kept the data directory of {}: {}",
-                    self.label,
-                    path.display()
-                );
-            }
+        if let Some(dir) = self.dir.take()
+            && keep
+        {
+            let path = dir.keep();
+            eprintln!(
+                "kept the data directory of {}: {}",
+                self.label,
+                path.display()
+            );
         }
         Ok((stats, pending))
     }
@@ -1827,110 +1831,6 @@ async fn run() -> anyhow::Result<()> {
     let mut report = Report::default();
     let n = settings.events;
 
-    // ---- micro ----
-    if settings.wants("micro") {
-        let seconds = Duration::from_millis(settings.scaled(3000, 1000));
-        progress!(
-            settings,
-            "micro: store group commit, 256 concurrent ingests, synchronous=FULL, {:.0}s each",
-            seconds.as_secs_f64()
-        );
-        let one = group_commit(1, seconds, 256).await?;
-        progress!(
-            settings,
-            "  max_batch=1: {:.0} events/s ({} commits)",
-            one.events_per_second,
-            one.commits
-        );
-        let many = group_commit(1024, seconds, 256).await?;
-        progress!(
-            settings,
-            "  max_batch=1024: {:.0} events/s (mean group {:.1})",
-            many.events_per_second,
-            many.mean_group
-        );
-        report
-            .add(
-                "micro.store.batch1",
-                "micro: store",
-                "ingest, max_batch=1 (fsync per event)",
-                Some(one.events_per_second),
-                "events/s",
-            )
-            .note(format!("{} commits", one.commits));
-        let r = ratio(Some(many.events_per_second), Some(one.events_per_second));
-        report
-            .add(
-                "micro.store.batch1024",
-                "micro: store",
-                "ingest, max_batch=1024 (group commit)",
-                Some(many.events_per_second),
-                "events/s",
-            )
-            .ratio(r, "max_batch=1")
-            .note(format!("mean group {:.1} writes/commit", many.mean_group));
-        report
-            .details
-            .insert("micro_group_commit".into(), json!([one, many]));
-
-        let calls = settings.scaled(3000, 300);
-        progress!(
-            settings,
-            "micro: plugin step cost, {calls} sequential fresh-instance apply() of api-key"
-        );
-        match step_cost(&settings, calls).await {
-            Ok(cost) => {
-                progress!(
-                    settings,
-                    "  api-key: {:.1} µs/call (wasm), {:.2} µs/call native; {:.0} calls/s with 2 callers",
-                    cost.wasm_us_per_call,
-                    cost.native_us_per_call,
-                    cost.wasm_concurrent_calls_per_second
-                );
-                report.add(
-                    "micro.step.native",
-                    "micro: step",
-                    "native header insertion (parse config + set header)",
-                    Some(cost.native_us_per_call),
-                    "µs/call",
-                );
-                report
-                    .add(
-                        "micro.step.wasm",
-                        "micro: step",
-                        "api-key: fresh instance + apply()",
-                        Some(cost.wasm_us_per_call),
-                        "µs/call",
-                    )
-                    .ratio(
-                        ratio(Some(cost.wasm_us_per_call), Some(cost.native_us_per_call)),
-                        "native",
-                    )
-                    .note(format!("load {:.0} ms", cost.load_ms));
-                report.add(
-                    "micro.step.wasm2",
-                    "micro: step",
-                    "api-key apply(), 2 concurrent callers",
-                    Some(cost.wasm_concurrent_calls_per_second),
-                    "calls/s",
-                );
-                report.details.insert("micro_step".into(), json!(cost));
-            }
-            Err(e) => {
-                progress!(settings, "  plugin step micro-benchmark failed: {e:#}");
-                report
-                    .add(
-                        "micro.step.wasm",
-                        "micro: step",
-                        "api-key: fresh instance + apply()",
-                        None,
-                        "µs/call",
-                    )
-                    .note(format!("failed: {e}"));
-            }
-        }
-    }
-
     let sink = start_sink().await?;
 
     // ---- 1. baseline ----
@@ -1939,7 +1839,13 @@ async fn run() -> anyhow::Result<()> {
             settings,
             "1. baseline: bare hyper client → sink, {CONCURRENCY} concurrent, {n} requests"
         );
-        let rate = baseline(&sink, n).await?;
+        // Median of three (it is short and the machine is shared).
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            rates.push(baseline(&sink, n).await?);
+        }
+        rates.sort_by(f64::total_cmp);
+        let rate = rates[1];
         progress!(settings, "  baseline: {rate:.0} requests/s");
         report.add(
             "baseline",
@@ -2012,7 +1918,17 @@ async fn run() -> anyhow::Result<()> {
                 json!([{"plugin": "jws", "config": {"alg": "ES256"}}, {"plugin": "jwe", "config": {"recipient": recipient}}]),
             ),
         ];
+        // WASMHOOK_BENCH_STEPS=api-key,jws,jws+jwe: a subset (for profiling one of them).
+        let wanted = std::env::var("WASMHOOK_BENCH_STEPS")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
         for (name, steps) in variants {
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.split(',').any(|x| x.trim() == name))
+            {
+                continue;
+            }
             progress!(settings, "3. engine end to end with {name}: {n} events");
             let r = run_e2e(
                 &settings,
@@ -2205,6 +2121,110 @@ async fn run() -> anyhow::Result<()> {
             e2e.insert(format!("{endpoints}-endpoints"), r);
         }
     }
+    // ---- micro (last: its fsync storm must not disturb the end-to-end runs) ----
+    if settings.wants("micro") {
+        let seconds = Duration::from_millis(settings.scaled(3000, 1000));
+        progress!(
+            settings,
+            "micro: store group commit, 256 concurrent ingests, synchronous=FULL, {:.0}s each",
+            seconds.as_secs_f64()
+        );
+        let one = group_commit(1, seconds, 256).await?;
+        progress!(
+            settings,
+            "  max_batch=1: {:.0} events/s ({} commits)",
+            one.events_per_second,
+            one.commits
+        );
+        let many = group_commit(1024, seconds, 256).await?;
+        progress!(
+            settings,
+            "  max_batch=1024: {:.0} events/s (mean group {:.1})",
+            many.events_per_second,
+            many.mean_group
+        );
+        report
+            .add(
+                "micro.store.batch1",
+                "micro: store",
+                "ingest, max_batch=1 (fsync per event)",
+                Some(one.events_per_second),
+                "events/s",
+            )
+            .note(format!("{} commits", one.commits));
+        let r = ratio(Some(many.events_per_second), Some(one.events_per_second));
+        report
+            .add(
+                "micro.store.batch1024",
+                "micro: store",
+                "ingest, max_batch=1024 (group commit)",
+                Some(many.events_per_second),
+                "events/s",
+            )
+            .ratio(r, "max_batch=1")
+            .note(format!("mean group {:.1} writes/commit", many.mean_group));
+        report
+            .details
+            .insert("micro_group_commit".into(), json!([one, many]));
+
+        let calls = settings.scaled(3000, 300);
+        progress!(
+            settings,
+            "micro: plugin step cost, {calls} sequential fresh-instance apply() of api-key"
+        );
+        match step_cost(&settings, calls).await {
+            Ok(cost) => {
+                progress!(
+                    settings,
+                    "  api-key: {:.1} µs/call (wasm), {:.2} µs/call native; {:.0} calls/s with 2 callers",
+                    cost.wasm_us_per_call,
+                    cost.native_us_per_call,
+                    cost.wasm_concurrent_calls_per_second
+                );
+                report.add(
+                    "micro.step.native",
+                    "micro: step",
+                    "native header insertion (parse config + set header)",
+                    Some(cost.native_us_per_call),
+                    "µs/call",
+                );
+                report
+                    .add(
+                        "micro.step.wasm",
+                        "micro: step",
+                        "api-key: fresh instance + apply()",
+                        Some(cost.wasm_us_per_call),
+                        "µs/call",
+                    )
+                    .ratio(
+                        ratio(Some(cost.wasm_us_per_call), Some(cost.native_us_per_call)),
+                        "native",
+                    )
+                    .note(format!("load {:.0} ms", cost.load_ms));
+                report.add(
+                    "micro.step.wasm2",
+                    "micro: step",
+                    "api-key apply(), 2 concurrent callers",
+                    Some(cost.wasm_concurrent_calls_per_second),
+                    "calls/s",
+                );
+                report.details.insert("micro_step".into(), json!(cost));
+            }
+            Err(e) => {
+                progress!(settings, "  plugin step micro-benchmark failed: {e:#}");
+                report
+                    .add(
+                        "micro.step.wasm",
+                        "micro: step",
+                        "api-key: fresh instance + apply()",
+                        None,
+                        "µs/call",
+                    )
+                    .note(format!("failed: {e}"));
+            }
+        }
+    }
+
     for (label, kib) in &rss_rows {
         report.add(
             &format!("rss.{label}"),
@@ -2239,7 +2259,14 @@ async fn run() -> anyhow::Result<()> {
         total.as_secs_f64()
     );
     print!("{table}");
-    let json_path = settings.out_dir.join("engine.json");
+    // A subset (WASMHOOK_BENCH_ONLY / _STEPS, for profiling) must not replace the full report.
+    let partial = settings.only.is_some()
+        || std::env::var("WASMHOOK_BENCH_STEPS").is_ok_and(|v| !v.trim().is_empty());
+    let json_path = settings.out_dir.join(if partial {
+        "engine-partial.json"
+    } else {
+        "engine.json"
+    });
     let document = json!({
         "benchmark": "wasmhook engine",
         "command": "cargo bench --bench engine",
@@ -2271,10 +2298,10 @@ fn e2e_note(r: &E2eResult) -> String {
     if r.errors > 0 {
         parts.push(format!("{} POST errors", r.errors));
     }
-    if let Some(p) = r.pending_after_stop {
-        if p > 0 {
-            parts.push(format!("{p} pending after stop"));
-        }
+    if let Some(p) = r.pending_after_stop
+        && p > 0
+    {
+        parts.push(format!("{p} pending after stop"));
     }
     if r.engine.panics > 0 {
         parts.push(format!("engine panicked {}x", r.engine.panics));
