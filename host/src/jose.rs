@@ -11,9 +11,10 @@
 //! Cryptography is josekit 0.10 on top of the system OpenSSL. No error message or `Debug`
 //! output of this module contains private key material.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -620,6 +621,50 @@ pub fn encrypt_compact(
     })?;
     header.set_content_encryption(enc);
 
+    // Parsing the recipient (PEM → SPKI → encrypter) was half of the CPU of a jws+jwe delivery
+    // (cargo bench --bench engine, perf): prepared encrypters are kept per (alg, recipient).
+    let cache_key = (
+        alg.to_owned(),
+        Sha256::digest(recipient.as_bytes()).to_vec(),
+    );
+    let cached = ENCRYPTERS
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&cache_key).cloned());
+    let encrypter: Arc<dyn JweEncrypter> = match cached {
+        Some(encrypter) => encrypter,
+        None => {
+            let prepared: Arc<dyn JweEncrypter> =
+                Arc::from(prepare_encrypter(jwe_alg, alg, recipient)?);
+            if let Ok(mut cache) = ENCRYPTERS.lock() {
+                if cache.len() >= MAX_CACHED_ENCRYPTERS {
+                    cache.clear();
+                }
+                cache.insert(cache_key, prepared.clone());
+            }
+            prepared
+        }
+    };
+    jwe::serialize_compact(payload, &header, encrypter.as_ref()).map_err(|e| {
+        JoseError::Encryption {
+            alg: alg.to_owned(),
+            enc: enc.to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Prepared encrypters by (alg, SHA-256 of the recipient text); cleared when full.
+static ENCRYPTERS: LazyLock<Mutex<HashMap<(String, Vec<u8>), Arc<dyn JweEncrypter>>>> =
+    LazyLock::new(Default::default);
+const MAX_CACHED_ENCRYPTERS: usize = 1024;
+
+/// Parses `recipient` and makes the encrypter for `jwe_alg`.
+fn prepare_encrypter(
+    jwe_alg: JweAlg,
+    alg: &str,
+    recipient: &str,
+) -> Result<Box<dyn JweEncrypter>, JoseError> {
     let mismatch = |reason: String| JoseError::RecipientKeyMismatch {
         alg: alg.to_owned(),
         reason,
@@ -645,13 +690,7 @@ pub fn encrypt_compact(
                 .map_err(|e| mismatch(e.to_string()))?
         }
     };
-    jwe::serialize_compact(payload, &header, encrypter.as_ref()).map_err(|e| {
-        JoseError::Encryption {
-            alg: alg.to_owned(),
-            enc: enc.to_owned(),
-            reason: e.to_string(),
-        }
-    })
+    Ok(encrypter)
 }
 
 /// Verify a compact JWS against a JWKS document (key selected by the token's `kid`; RS256,
