@@ -654,9 +654,11 @@ pub fn encrypt_compact(
     })
 }
 
-/// Prepared encrypters by (alg, SHA-256 of the recipient text); cleared when full.
-static ENCRYPTERS: LazyLock<Mutex<HashMap<(String, Vec<u8>), Arc<dyn JweEncrypter>>>> =
-    LazyLock::new(Default::default);
+/// Prepared encrypters by (alg, SHA-256 of the recipient text).
+type EncrypterCache = HashMap<(String, Vec<u8>), Arc<dyn JweEncrypter>>;
+
+/// The cache of prepared encrypters; cleared when full.
+static ENCRYPTERS: LazyLock<Mutex<EncrypterCache>> = LazyLock::new(Default::default);
 const MAX_CACHED_ENCRYPTERS: usize = 1024;
 
 /// Parses `recipient` and makes the encrypter for `jwe_alg`.
