@@ -156,7 +156,6 @@ struct EndpointSlot {
 
 impl Drop for EndpointSlot {
     fn drop(&mut self) {
-        self.dispatcher.metrics.in_flight.dec();
         self.dispatcher.finished(&self.endpoint_id);
     }
 }
@@ -201,7 +200,6 @@ impl Dispatcher {
         let mut state = self.state();
         for job in jobs {
             state.push(job);
-            self.metrics.queue_depth.inc();
         }
         drop(state);
         self.wake.notify_one();
@@ -312,8 +310,6 @@ impl Dispatcher {
             }
             load.in_flight += 1;
         }
-        self.metrics.queue_depth.dec();
-        self.metrics.in_flight.inc();
         let slot = EndpointSlot {
             dispatcher: self.clone(),
             endpoint_id: job.endpoint_id.clone(),
@@ -379,18 +375,7 @@ impl Dispatcher {
             attempt,
             timestamp,
         };
-        let request = HttpRequest {
-            method: "POST".into(),
-            url: endpoint.spec.url.clone(),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("user-agent".into(), self.user_agent.clone()),
-                ("webhook-id".into(), job.event_id.clone()),
-                ("webhook-timestamp".into(), timestamp.to_string()),
-            ],
-            body: job.body.to_vec(),
-        };
-        let result = self.attempt(&endpoint, &ctx, request).await;
+        let result = self.attempt(&endpoint, &ctx, &job.body).await;
         let latency = started.elapsed();
         let success =
             result.error.is_none() && result.status_code.is_some_and(|s| (200..300).contains(&s));
@@ -448,11 +433,27 @@ impl Dispatcher {
         }
     }
 
+    /// The request of one attempt before the endpoint's steps: the envelope as JSON with the
+    /// `webhook-*` headers. Built again (not cloned up front) for the rare resend after a 401.
+    fn request(&self, endpoint: &Endpoint, ctx: &CallContext, envelope: &[u8]) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            url: endpoint.spec.url.clone(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("user-agent".into(), self.user_agent.clone()),
+                ("webhook-id".into(), ctx.event_id.clone()),
+                ("webhook-timestamp".into(), ctx.timestamp.to_string()),
+            ],
+            body: envelope.to_vec(),
+        }
+    }
+
     async fn attempt(
         self: &Arc<Self>,
         endpoint: &Endpoint,
         ctx: &CallContext,
-        request: HttpRequest,
+        envelope: &[u8],
     ) -> AttemptResult {
         let failure = |error: String| AttemptResult {
             status_code: None,
@@ -466,7 +467,11 @@ impl Dispatcher {
         };
         let prepared = match self
             .pipeline
-            .run(ctx, &endpoint.spec.steps, request.clone())
+            .run(
+                ctx,
+                &endpoint.spec.steps,
+                self.request(endpoint, ctx, envelope),
+            )
             .await
         {
             Ok(p) => p,
@@ -482,6 +487,7 @@ impl Dispatcher {
         if refused && !tokens_used.is_empty() {
             // The token was refused: fetch a fresh one and try once more, in this attempt.
             self.pipeline.tokens().invalidate(&tokens_used);
+            let request = self.request(endpoint, ctx, envelope);
             let retry = match self.pipeline.run(ctx, &endpoint.spec.steps, request).await {
                 Ok(p) => p,
                 Err(e) => {

@@ -4,7 +4,6 @@
 //!
 //! Private keys never leave this module except to be persisted; plugins ask the host to sign.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -219,14 +218,5 @@ impl KeyManager {
             .map(|e| e.key.as_ref())
             .collect();
         jose::jwks_document(&live)
-    }
-
-    /// Current key per algorithm (for diagnostics).
-    pub fn current_kids(&self) -> HashMap<String, String> {
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter(|e| e.retired_at.is_none())
-            .map(|e| (e.key.alg.to_string(), e.key.kid.clone()))
-            .collect()
     }
 }

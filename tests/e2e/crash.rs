@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{ADMIN, Api, Receiver, Reply, shared_cache_dir};
+use crate::support::{ADMIN, Api, Receiver, Reply};
 
 /// The engine process; killed when dropped so a failing test leaves nothing running.
 struct EngineProcess(Child);
@@ -89,10 +89,6 @@ async fn try_get(api: &Api, path: &str) -> Result<(u16, serde_json::Value), ()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_flight_then_restart_delivers_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    // Pre-warm: the binary shares the compiled-code cache path only through its own data dir, so
-    // the first start compiles the built-in plugins; that is part of what is tested (restart uses
-    // the cache).
-    let _ = shared_cache_dir();
     let receiver = Receiver::start(vec![], Reply::Slow(Duration::from_millis(300), 204)).await;
     let port = free_port();
     let api = Api::new(format!("http://127.0.0.1:{port}"), ADMIN);

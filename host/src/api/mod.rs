@@ -144,11 +144,16 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus metrics: deliveries by outcome, attempt latency histogram, queue depth.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state
-        .engine
+    // Gauges are read from their sources when scraped, not kept in step on the hot path.
+    let engine = &state.engine;
+    engine
         .metrics
         .queue_depth
-        .set(state.engine.dispatcher.queued() as i64);
+        .set(engine.dispatcher.queued() as i64);
+    engine
+        .metrics
+        .in_flight
+        .set(engine.dispatcher.in_flight() as i64);
     state.engine.metrics.token_fetches.inner().store(
         state.engine.pipeline.tokens().fetch_count(),
         std::sync::atomic::Ordering::Relaxed,

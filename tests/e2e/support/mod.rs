@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use wasmhook::config::Config;
+use wasmhook::demo::client::ApiClient;
 use wasmhook::engine::{self, Server};
 
 /// Admin token of test engines.
@@ -140,36 +141,21 @@ impl TestEngine {
 
 /// A JSON client of the admin API.
 #[derive(Clone)]
-pub struct Api {
-    base: String,
-    token: String,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
-}
+pub struct Api(ApiClient);
 
 impl Api {
     pub fn new(base: String, token: &str) -> Self {
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-        Self {
-            base,
-            token: token.to_string(),
-            client,
-        }
+        Self(ApiClient::new(base, token))
     }
 
     /// The same API with another token.
     pub fn with_token(&self, token: &str) -> Self {
-        Self {
-            token: token.to_string(),
-            ..self.clone()
-        }
+        Self(self.0.with_token(token))
     }
 
     /// Sends a request with raw body bytes and extra headers; returns status and parsed JSON
-    /// (`Value::Null` for an empty body, a string for a non-JSON one).
+    /// (`Value::Null` for an empty body, a string for a non-JSON one). Panics when the API is
+    /// unreachable.
     pub async fn raw(
         &self,
         method: &str,
@@ -177,28 +163,8 @@ impl Api {
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        if !self.token.is_empty() {
-            builder = builder.header("authorization", format!("Bearer {}", self.token));
-        }
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let response = self
-            .client
-            .request(builder.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .expect("API reachable");
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
+        let (status, value) = self.0.send(method, path, body, headers).await;
+        assert_ne!(status, 0, "API unreachable: {value}");
         (status, value)
     }
 
