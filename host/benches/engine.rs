@@ -1682,7 +1682,13 @@ fn native_api_key(
     Ok(request)
 }
 
-async fn step_cost(settings: &Settings, calls: u64) -> anyhow::Result<StepCost> {
+/// Per-call cost of `api-key`'s `apply` with the given instance reuse (NEVER = a fresh instance
+/// per call; the default = warm instances of the same endpoint), and the native equivalent.
+async fn step_cost(
+    settings: &Settings,
+    calls: u64,
+    reuse: wasmhook::plugins::InstanceReuse,
+) -> anyhow::Result<StepCost> {
     use wasmhook::plugins::{
         CallContext, HostServices, HttpRequest, NoHostServices, PluginRuntime, RuntimeLimits,
     };
@@ -1692,8 +1698,11 @@ async fn step_cost(settings: &Settings, calls: u64) -> anyhow::Result<StepCost> 
         .map(|(_, b)| *b)
         .ok_or_else(|| anyhow!("no built-in api-key plugin"))?;
     std::fs::create_dir_all(&settings.cache_dir)?;
-    let runtime =
-        PluginRuntime::new(RuntimeLimits::default()).map_err(|e| anyhow!("plugin runtime: {e}"))?;
+    let runtime = PluginRuntime::new(RuntimeLimits {
+        reuse,
+        ..RuntimeLimits::default()
+    })
+    .map_err(|e| anyhow!("plugin runtime: {e}"))?;
     let load_started = Instant::now();
     let plugin = runtime
         .load("api-key", bytes, Some(&settings.cache_dir))
@@ -2170,57 +2179,87 @@ async fn run() -> anyhow::Result<()> {
         let calls = settings.scaled(3000, 300);
         progress!(
             settings,
-            "micro: plugin step cost, {calls} sequential fresh-instance apply() of api-key"
+            "micro: plugin step cost, {calls} sequential apply() of api-key, fresh and warm instances"
         );
-        match step_cost(&settings, calls).await {
-            Ok(cost) => {
-                progress!(
-                    settings,
-                    "  api-key: {:.1} µs/call (wasm), {:.2} µs/call native; {:.0} calls/s with 2 callers",
-                    cost.wasm_us_per_call,
-                    cost.native_us_per_call,
-                    cost.wasm_concurrent_calls_per_second
-                );
-                report.add(
-                    "micro.step.native",
-                    "micro: step",
-                    "native header insertion (parse config + set header)",
-                    Some(cost.native_us_per_call),
-                    "µs/call",
-                );
-                report
-                    .add(
-                        "micro.step.wasm",
+        let modes = [
+            (
+                "fresh",
+                "fresh instance",
+                wasmhook::plugins::InstanceReuse::NEVER,
+            ),
+            (
+                "warm",
+                "warm instance",
+                wasmhook::plugins::InstanceReuse::default(),
+            ),
+        ];
+        let mut fresh_us = None;
+        for (key, what, reuse) in modes {
+            match step_cost(&settings, calls, reuse).await {
+                Ok(cost) => {
+                    progress!(
+                        settings,
+                        "  api-key ({what}): {:.1} µs/call (wasm), {:.2} µs/call native; {:.0} calls/s with 2 callers",
+                        cost.wasm_us_per_call,
+                        cost.native_us_per_call,
+                        cost.wasm_concurrent_calls_per_second
+                    );
+                    if key == "fresh" {
+                        fresh_us = Some(cost.wasm_us_per_call);
+                        report.add(
+                            "micro.step.native",
+                            "micro: step",
+                            "native header insertion (parse config + set header)",
+                            Some(cost.native_us_per_call),
+                            "µs/call",
+                        );
+                    }
+                    let row = report
+                        .add(
+                            &format!("micro.step.{key}"),
+                            "micro: step",
+                            &format!("api-key: {what} + apply()"),
+                            Some(cost.wasm_us_per_call),
+                            "µs/call",
+                        )
+                        .ratio(
+                            ratio(Some(cost.wasm_us_per_call), Some(cost.native_us_per_call)),
+                            "native",
+                        );
+                    if key == "warm" {
+                        row.note(format!(
+                            "{:.1}x faster than a fresh instance",
+                            fresh_us.unwrap_or(f64::NAN) / cost.wasm_us_per_call
+                        ));
+                    } else {
+                        row.note(format!("load {:.0} ms", cost.load_ms));
+                    }
+                    report.add(
+                        &format!("micro.step.{key}2"),
                         "micro: step",
-                        "api-key: fresh instance + apply()",
-                        Some(cost.wasm_us_per_call),
-                        "µs/call",
-                    )
-                    .ratio(
-                        ratio(Some(cost.wasm_us_per_call), Some(cost.native_us_per_call)),
-                        "native",
-                    )
-                    .note(format!("load {:.0} ms", cost.load_ms));
-                report.add(
-                    "micro.step.wasm2",
-                    "micro: step",
-                    "api-key apply(), 2 concurrent callers",
-                    Some(cost.wasm_concurrent_calls_per_second),
-                    "calls/s",
-                );
-                report.details.insert("micro_step".into(), json!(cost));
-            }
-            Err(e) => {
-                progress!(settings, "  plugin step micro-benchmark failed: {e:#}");
-                report
-                    .add(
-                        "micro.step.wasm",
-                        "micro: step",
-                        "api-key: fresh instance + apply()",
-                        None,
-                        "µs/call",
-                    )
-                    .note(format!("failed: {e}"));
+                        &format!("api-key apply(), {what}, 2 concurrent callers"),
+                        Some(cost.wasm_concurrent_calls_per_second),
+                        "calls/s",
+                    );
+                    report
+                        .details
+                        .insert(format!("micro_step_{key}"), json!(cost));
+                }
+                Err(e) => {
+                    progress!(
+                        settings,
+                        "  plugin step micro-benchmark ({what}) failed: {e:#}"
+                    );
+                    report
+                        .add(
+                            &format!("micro.step.{key}"),
+                            "micro: step",
+                            &format!("api-key: {what} + apply()"),
+                            None,
+                            "µs/call",
+                        )
+                        .note(format!("failed: {e}"));
+                }
             }
         }
     }

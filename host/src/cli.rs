@@ -122,6 +122,7 @@ pub async fn check_plugin(file: &std::path::Path) -> Result<(), String> {
         max_memory_bytes: defaults.plugins.max_memory_mib * 1024 * 1024,
         max_concurrent_instances: 4,
         max_body_bytes: defaults.plugins.max_body_mib * 1024 * 1024,
+        reuse: crate::plugins::InstanceReuse::NEVER,
     })
     .map_err(|e| e.to_string())?;
     let report = crate::plugins::check_component(&runtime, &bytes)

@@ -121,6 +121,12 @@ pub struct PluginsConfig {
     pub max_memory_mib: usize,
     /// Largest body a plugin may return, in MiB.
     pub max_body_mib: usize,
+    /// A step's instance may serve up to this many `apply` calls of the SAME endpoint (same
+    /// tenant, plugin version and configuration) before it is dropped; 1 = a fresh instance for
+    /// every call. Any trap, error or stderr output drops it at once.
+    pub instance_reuse_calls: u32,
+    /// Idle warm instances kept across all plugins (each holds its memory).
+    pub max_idle_instances: u32,
     /// Every endpoint needs at least one authentication step and one security measure (mTLS or a
     /// security step).
     pub require_auth_and_security: bool,
@@ -228,6 +234,8 @@ impl Default for PluginsConfig {
             call_deadline: Duration::from_secs(2),
             max_memory_mib: 64,
             max_body_mib: 16,
+            instance_reuse_calls: 1000,
+            max_idle_instances: 64,
             require_auth_and_security: true,
             cache_dir: None,
             default_token_lifetime: Duration::from_secs(300),
@@ -316,6 +324,15 @@ impl Config {
         }
         if self.plugins.max_memory_mib == 0 || self.plugins.max_memory_mib > 4096 {
             return invalid("plugins.max_memory_mib", "must be between 1 and 4096");
+        }
+        if self.plugins.instance_reuse_calls == 0 {
+            return invalid(
+                "plugins.instance_reuse_calls",
+                "must be at least 1 (1 = a fresh instance for every call)",
+            );
+        }
+        if self.plugins.max_idle_instances > 4096 {
+            return invalid("plugins.max_idle_instances", "must be at most 4096");
         }
         if self.plugins.call_deadline.is_zero() {
             return invalid("plugins.call_deadline", "must be above zero");

@@ -15,7 +15,7 @@ use crate::keys::KeyManager;
 use crate::metrics::Metrics;
 use crate::mtls::TlsResolver;
 use crate::pipeline::{Pipeline, TokenCache};
-use crate::plugins::{PluginRegistry, PluginRuntime, RuntimeLimits, WatchGuard};
+use crate::plugins::{InstanceReuse, PluginRegistry, PluginRuntime, RuntimeLimits, WatchGuard};
 use crate::store::Store;
 
 /// Why the engine could not start.
@@ -137,6 +137,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .saturating_mul(2)
             .max(16),
         max_body_bytes: config.plugins.max_body_mib * 1024 * 1024,
+        reuse: InstanceReuse {
+            max_calls: config.plugins.instance_reuse_calls,
+            max_idle: config.plugins.max_idle_instances,
+            ..InstanceReuse::default()
+        },
     })
     .map_err(|e| StartError::Plugins(e.to_string()))?;
     let registry = PluginRegistry::new(

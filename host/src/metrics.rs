@@ -14,6 +14,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// How a step's `apply` got its plugin instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    /// `warm` (reused, same endpoint) or `fresh` (instantiated for the call).
+    pub instance: String,
+}
+
 /// Every metric of the engine.
 pub struct Metrics {
     registry: Registry,
@@ -31,6 +38,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Tokens fetched from token providers.
     pub token_fetches: Counter,
+    /// Step `apply` calls by how they got their instance.
+    pub plugin_calls: Family<InstanceLabel, Counter>,
+    /// Idle warm plugin instances.
+    pub plugin_idle_instances: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +94,18 @@ impl Metrics {
             "Tokens fetched from token providers",
             token_fetches.clone(),
         );
+        let plugin_calls = Family::<InstanceLabel, Counter>::default();
+        registry.register(
+            "plugin_apply_calls",
+            "Step apply() calls, by instance: warm (reused for the same endpoint) or fresh",
+            plugin_calls.clone(),
+        );
+        let plugin_idle_instances = Gauge::default();
+        registry.register(
+            "plugin_idle_instances",
+            "Warm plugin instances idle, kept for reuse by their endpoint",
+            plugin_idle_instances.clone(),
+        );
         Self {
             registry,
             events_ingested,
@@ -92,7 +115,22 @@ impl Metrics {
             queue_depth,
             in_flight,
             token_fetches,
+            plugin_calls,
+            plugin_idle_instances,
         }
+    }
+
+    /// Sets the plugin instance counters from the runtime's own counts (read at scrape time).
+    pub fn set_plugin_instances(&self, reused: u64, instantiated: u64, idle: usize) {
+        for (label, value) in [("warm", reused), ("fresh", instantiated)] {
+            self.plugin_calls
+                .get_or_create(&InstanceLabel {
+                    instance: label.to_string(),
+                })
+                .inner()
+                .store(value, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.plugin_idle_instances.set(idle as i64);
     }
 
     /// Counts an attempt.

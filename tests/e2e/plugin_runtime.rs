@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::plugin_host::{FakeHost, ctx, guest_or_skip, request};
 use wasmhook::plugins::{
-    CacheOutcome, LoadError, PluginError, PluginKind, PluginRuntime, RuntimeLimits, World,
-    check_component,
+    CacheOutcome, CallContext, HostServices, InstanceReuse, LoadError, LoadedPlugin, PluginError,
+    PluginKind, PluginRuntime, RuntimeLimits, World, check_component,
 };
 
 fn runtime() -> Arc<PluginRuntime> {
@@ -327,4 +327,119 @@ async fn check_report() {
     }
     let err = check_component(&rt, b"nope").await.unwrap_err();
     println!("{err}");
+}
+
+/// `x-instance-calls` of one `apply` of the call-counter plugin: how many calls its instance has
+/// served, this one included.
+async fn instance_calls(
+    plugin: &LoadedPlugin,
+    ctx: &CallContext,
+    config: &str,
+    host: &Arc<dyn HostServices>,
+) -> u32 {
+    let out = plugin
+        .apply(ctx, config, request(), host.clone())
+        .await
+        .unwrap_or_else(|e| panic!("apply for {}/{}: {e}", ctx.tenant, ctx.endpoint));
+    out.header("x-instance-calls")
+        .and_then(|v| v.parse().ok())
+        .expect("x-instance-calls header")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_serve_only_their_own_endpoint_and_die_after_a_trap() {
+    let rt = PluginRuntime::new(RuntimeLimits {
+        reuse: InstanceReuse {
+            max_calls: 5,
+            ..InstanceReuse::default()
+        },
+        ..RuntimeLimits::default()
+    })
+    .unwrap();
+    let bytes = guest_or_skip!("call_counter");
+    let plugin = rt.load("call-counter", &bytes, None).await.unwrap();
+    let host: Arc<dyn HostServices> = Arc::new(FakeHost::default());
+    let a = ctx();
+    let config = "{}";
+
+    // One endpoint's sequential calls share an instance, for at most max_calls calls.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(instance_calls(&plugin, &a, config, &host).await);
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3, 4, 5, 1],
+        "reused up to max_calls, then fresh"
+    );
+
+    // Another tenant, another endpoint of the same tenant, a changed config: never that instance.
+    let other_tenant = CallContext {
+        tenant: "t2".into(),
+        endpoint: "ep2".into(),
+        ..ctx()
+    };
+    let other_endpoint = CallContext {
+        endpoint: "ep3".into(),
+        ..ctx()
+    };
+    assert_eq!(
+        instance_calls(&plugin, &other_tenant, config, &host).await,
+        1
+    );
+    assert_eq!(
+        instance_calls(&plugin, &other_endpoint, config, &host).await,
+        1
+    );
+    assert_eq!(instance_calls(&plugin, &a, r#"{"v":2}"#, &host).await, 1);
+    // ... while the first endpoint's warm instance is still there.
+    assert_eq!(instance_calls(&plugin, &a, config, &host).await, 2);
+
+    // A trap fails that call and drops the instance: the next call starts afresh.
+    let panicking = CallContext {
+        event_type: "panic".into(),
+        ..ctx()
+    };
+    let err = plugin
+        .apply(&panicking, config, request(), host.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("call-counter panicked on request"),
+        "{err}"
+    );
+    assert_eq!(instance_calls(&plugin, &a, config, &host).await, 1);
+
+    // Output on stderr also retires the instance (a later panic message must not mix with it).
+    let noisy = CallContext {
+        event_type: "stderr".into(),
+        ..ctx()
+    };
+    assert_eq!(instance_calls(&plugin, &a, config, &host).await, 2);
+    assert_eq!(instance_calls(&plugin, &noisy, config, &host).await, 3);
+    assert_eq!(instance_calls(&plugin, &a, config, &host).await, 1);
+
+    let (reused, instantiated) = rt.reuse_counts();
+    assert_eq!((reused, instantiated), (8, 7), "(reused, instantiated)");
+
+    // Unloading the plugin version drops its idle instances.
+    assert!(rt.idle_instances() > 0);
+    drop(plugin);
+    assert_eq!(rt.idle_instances(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_off_gives_a_fresh_instance_to_every_call() {
+    let rt = PluginRuntime::new(RuntimeLimits {
+        reuse: InstanceReuse::NEVER,
+        ..RuntimeLimits::default()
+    })
+    .unwrap();
+    let bytes = guest_or_skip!("call_counter");
+    let plugin = rt.load("call-counter", &bytes, None).await.unwrap();
+    let host: Arc<dyn HostServices> = Arc::new(FakeHost::default());
+    for _ in 0..3 {
+        assert_eq!(instance_calls(&plugin, &ctx(), "{}", &host).await, 1);
+    }
+    assert_eq!(rt.idle_instances(), 0);
 }

@@ -129,6 +129,16 @@ async fn dropped_in_plugin_is_used_swapped_under_load_without_failures_and_remov
         "hot swap: rename to first delivery by v2 took {:?}",
         first_v2.at.saturating_duration_since(swapped_at)
     );
+    // The endpoint's deliveries reused warm instances, and none of v1's served v2's calls (the
+    // version headers above): reuse is keyed by the loaded version.
+    let (_, metrics) = engine.api.with_token("").get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let warm = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmhook_plugin_apply_calls_total{instance=\"warm\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(warm > 0, "no warm instance was reused: {metrics}");
 
     // Removing the file: new deliveries fail, clearly.
     std::fs::remove_file(dir.join("swap.wasm")).unwrap();

@@ -158,6 +158,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.engine.pipeline.tokens().fetch_count(),
         std::sync::atomic::Ordering::Relaxed,
     );
+    let runtime = state.engine.registry.runtime();
+    let (reused, instantiated) = runtime.reuse_counts();
+    state
+        .engine
+        .metrics
+        .set_plugin_instances(reused, instantiated, runtime.idle_instances());
     (
         [(
             header::CONTENT_TYPE,

@@ -30,6 +30,8 @@ use token::wasmhook::plugin::outbound;
 pub(crate) struct CallLimiter {
     inner: StoreLimits,
     pub(crate) memory_limit_hit: bool,
+    /// Largest size any linear memory of the instance was allowed to grow to, in bytes.
+    pub(crate) largest_memory: usize,
 }
 
 impl ResourceLimiter for CallLimiter {
@@ -40,7 +42,9 @@ impl ResourceLimiter for CallLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let r = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(r, Ok(true)) {
+        if matches!(r, Ok(true)) {
+            self.largest_memory = self.largest_memory.max(desired);
+        } else {
             self.memory_limit_hit = true;
         }
         r
@@ -93,7 +97,8 @@ impl CallClock {
     }
 }
 
-/// The data of one call's [`wasmtime::Store`]. A fresh one is built for every call.
+/// The data of a plugin instance's [`wasmtime::Store`]: built with the store, and re-armed by
+/// [`StoreState::begin_call`] when a warm instance serves another call.
 pub(crate) struct StoreState {
     plugin: Arc<str>,
     ctx: Option<CallContext>,
@@ -137,6 +142,7 @@ impl StoreState {
                 .trap_on_grow_failure(true)
                 .build(),
             memory_limit_hit: false,
+            largest_memory: 0,
         };
         StoreState {
             plugin,
@@ -154,6 +160,32 @@ impl StoreState {
             },
             log_lines: 0,
         }
+    }
+
+    /// Re-arms a warm instance's state for its next call: the call's context and services, a
+    /// new CPU-time budget, a new log allowance.
+    pub(crate) fn begin_call(
+        &mut self,
+        ctx: Option<CallContext>,
+        host: Arc<dyn HostServices>,
+        budget: Duration,
+    ) {
+        self.ctx = ctx;
+        self.host = host;
+        self.clock = CallClock {
+            started: Instant::now(),
+            in_host: Duration::ZERO,
+            budget,
+        };
+        self.log_lines = 0;
+    }
+
+    /// Whether this instance may serve another call: it wrote nothing to stderr (a panic's
+    /// message would be mixed with older output), and its memory stayed under `max_memory`.
+    pub(crate) fn reusable(&self, max_memory: usize) -> bool {
+        !self.limiter.memory_limit_hit
+            && self.limiter.largest_memory <= max_memory
+            && self.stderr.contents().is_empty()
     }
 
     /// Awaits a host service, excluding the time spent from the guest's CPU deadline.

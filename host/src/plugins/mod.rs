@@ -7,8 +7,9 @@
 //!   compiled code from a cache directory), works out its world, refuses unknown imports, and
 //!   smoke-calls `info()`.
 //! - [`LoadedPlugin`]: `validate`, `apply` (step plugins), `fetch_token` (token providers). Every
-//!   call runs in a FRESH instance and store, with a CPU deadline, a memory cap, and a WASI
-//!   context that grants nothing (stderr captured for panic messages).
+//!   call runs with a CPU deadline, a memory cap, and a WASI context that grants nothing (stderr
+//!   captured for panic messages). `apply` may reuse a warm instance of the SAME endpoint (see
+//!   [`InstanceReuse`]); everything else runs in a fresh instance and store.
 //! - [`PluginRegistry`]: name → live plugin for built-ins, a watched directory and tenants'
 //!   uploaded plugins; swaps replace an `Arc`, so calls in flight keep the old version.
 //! - [`check_component`]: the report of `wasmhook plugin check FILE.wasm`.
@@ -18,7 +19,8 @@
 //!
 //! Submodules, one concern each: `engine` (engine + ticker), `bindings` (bindgen + type
 //! conversions), `host_imports` (store state, import implementations, WASI), `cache` (compiled
-//! code cache), `runtime` (load + calls), `traps` (error messages), `registry`, `watcher`,
+//! code cache), `runtime` (load + calls), `warm` (idle instances kept for reuse), `traps` (error
+//! messages), `registry`, `watcher`,
 //! `check`, `allowed_hosts`.
 
 mod allowed_hosts;
@@ -33,12 +35,13 @@ mod runtime;
 mod services;
 mod traps;
 mod types;
+mod warm;
 mod watcher;
 
 pub use allowed_hosts::allowed_hosts_from_config;
 pub use cache::CacheOutcome;
 pub use check::{CheckReport, check_component};
-pub use engine::{EPOCH_TICK, RuntimeLimits};
+pub use engine::{EPOCH_TICK, InstanceReuse, RuntimeLimits};
 pub use error::{LoadError, PluginError};
 pub use registry::{PluginRegistry, PluginSource, PluginState, PluginStatus, validate_plugin_name};
 pub use runtime::{LoadedPlugin, PluginRuntime, WALL_CLOCK_ALLOWANCE, World};

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use super::host_imports::{Linkers, StoreState};
 use super::services::{HostServices, NoHostServices};
 use super::traps;
 use super::types::{CallContext, HttpRequest, PluginInfo, PluginKind, Token};
+use super::warm::{WarmKey, WarmPool, WarmStep};
 
 /// Extra wall-clock time a call may take beyond its CPU deadline, for awaiting the host's
 /// services (an outbound request, a token fetch). A call blocked longer than
@@ -91,6 +93,10 @@ pub(crate) struct RuntimeInner {
     limits: RuntimeLimits,
     /// One permit per instance slot of the pool: calls beyond it wait instead of failing.
     slots: Semaphore,
+    /// Idle step instances kept for reuse by the same endpoint (they have slots of their own).
+    warm: WarmPool,
+    /// Identity of the next loaded plugin version (keys the warm pool).
+    next_plugin_id: AtomicU64,
 }
 
 /// The plugin runtime: ONE Wasmtime engine (pooling allocator, epoch interruption), the linkers
@@ -133,14 +139,31 @@ impl PluginRuntime {
         start_epoch_ticker(&engine)?;
         let linkers = Linkers::new(&engine)?;
         let slots = Semaphore::new(limits.max_concurrent_instances as usize);
+        let warm = WarmPool::new(limits.reuse);
         Ok(Arc::new(PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linkers,
                 limits,
                 slots,
+                warm,
+                next_plugin_id: AtomicU64::new(1),
             }),
         }))
+    }
+
+    /// How often `apply` calls were served by a warm instance: `(reused, instantiated)`.
+    pub fn reuse_counts(&self) -> (u64, u64) {
+        let stats = &self.inner.warm.stats;
+        (
+            stats.reused.load(Ordering::Relaxed),
+            stats.instantiated.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Idle warm instances held right now.
+    pub fn idle_instances(&self) -> usize {
+        self.inner.warm.idle_count()
     }
 
     /// The limits applied to every call.
@@ -190,6 +213,7 @@ impl PluginRuntime {
                 None,
                 Arc::new(NoHostServices),
                 Vec::new(),
+                None,
             )
             .await
             .map_err(|e| LoadError::InfoFailed {
@@ -227,6 +251,7 @@ impl PluginRuntime {
             "plugin loaded"
         );
         Ok(Arc::new(LoadedPlugin {
+            id: self.inner.next_plugin_id.fetch_add(1, Ordering::Relaxed),
             name: name_arc,
             info,
             sha256,
@@ -367,7 +392,10 @@ impl RuntimeInner {
         store
     }
 
-    /// Runs one export in a fresh instance.
+    /// Runs one export: in a warm instance of `warm_key` when one is idle (step `apply` only),
+    /// otherwise in a fresh instance; after a clean call the instance goes back to the warm pool
+    /// when `warm_key` is given.
+    #[allow(clippy::too_many_arguments)]
     async fn invoke(
         &self,
         plugin: &Arc<str>,
@@ -376,6 +404,7 @@ impl RuntimeInner {
         ctx: Option<CallContext>,
         host: Arc<dyn HostServices>,
         allowed_hosts: Vec<String>,
+        warm_key: Option<WarmKey>,
     ) -> Result<Out, PluginError> {
         let _permit = self
             .slots
@@ -385,42 +414,78 @@ impl RuntimeInner {
                 plugin: plugin.to_string(),
                 reason: "the plugin runtime is shutting down".into(),
             })?;
-        let mut store = self.new_store(plugin, ctx, host, allowed_hosts);
-        let mut instantiated = false;
+        let warm_key = warm_key.filter(|_| {
+            self.warm.enabled() && matches!(pre, WorldPre::Step(_)) && matches!(op, Op::Apply(..))
+        });
+        let warm = warm_key.as_ref().and_then(|key| self.warm.take(key));
+        let (mut store, mut warm_bindings, calls) = match warm {
+            Some(w) => {
+                let mut store = w.store;
+                store
+                    .data_mut()
+                    .begin_call(ctx, host, self.limits.call_deadline);
+                store.set_epoch_deadline(1);
+                (store, Some(w.bindings), w.calls)
+            }
+            None => (self.new_store(plugin, ctx, host, allowed_hosts), None, 0),
+        };
+        let mut instantiated = warm_bindings.is_some();
         let run = async {
             match pre {
                 WorldPre::Step(pre) => {
-                    let inst = pre.instantiate_async(&mut store).await?;
+                    let inst = match warm_bindings.take() {
+                        Some(bindings) => bindings,
+                        None => pre.instantiate_async(&mut store).await?,
+                    };
                     instantiated = true;
                     let g = inst.wasmhook_plugin_step();
-                    Ok(match op {
+                    let out = match op {
                         Op::Info => Out::Info(g.call_info(&mut store).await?),
                         Op::Validate(c) => Out::Unit(g.call_validate(&mut store, &c).await?),
                         Op::Apply(cx, c, r) => {
                             Out::Request(g.call_apply(&mut store, &cx, &c, &r).await?)
                         }
                         Op::FetchToken(..) => unreachable!("checked by the caller"),
-                    })
+                    };
+                    Ok((out, Some(inst)))
                 }
                 WorldPre::Token(pre) => {
                     let inst = pre.instantiate_async(&mut store).await?;
                     instantiated = true;
                     let g = inst.wasmhook_plugin_token_provider();
-                    Ok(match op {
+                    let out = match op {
                         Op::Info => Out::Info(g.call_info(&mut store).await?),
                         Op::Validate(c) => Out::Unit(g.call_validate(&mut store, &c).await?),
                         Op::FetchToken(cx, c) => {
                             Out::Token(g.call_fetch_token(&mut store, &cx, &c).await?)
                         }
                         Op::Apply(..) => unreachable!("checked by the caller"),
-                    })
+                    };
+                    Ok((out, None))
                 }
             }
         };
         let wall = self.limits.call_deadline + WALL_CLOCK_ALLOWANCE;
-        let result: Result<wasmtime::Result<Out>, _> = tokio::time::timeout(wall, run).await;
+        let result: Result<wasmtime::Result<(Out, Option<step::StepPlugin>)>, _> =
+            tokio::time::timeout(wall, run).await;
         match result {
-            Ok(Ok(out)) => Ok(out),
+            Ok(Ok((out, bindings))) => {
+                if let (Some(key), Some(bindings)) = (warm_key, bindings)
+                    && store
+                        .data()
+                        .reusable(self.limits.memory_bytes_rounded() / 4)
+                {
+                    self.warm.put(
+                        key,
+                        WarmStep {
+                            store,
+                            bindings,
+                            calls: calls + 1,
+                        },
+                    );
+                }
+                Ok(out)
+            }
             Ok(Err(e)) => {
                 let state = store.data();
                 let reason = traps::describe(&e, state, &self.limits);
@@ -452,10 +517,11 @@ impl RuntimeInner {
     }
 }
 
-/// A compiled component whose world and `info()` are known. Cheap to share: every call
-/// instantiates it afresh from its pre-instantiation (nothing survives from one call to the
-/// next).
+/// A compiled component whose world and `info()` are known. Cheap to share: calls instantiate it
+/// from its pre-instantiation, or (`apply` only) reuse a warm instance of the same endpoint.
 pub struct LoadedPlugin {
+    /// Identity of this loaded version (keys its warm instances).
+    id: u64,
     name: Arc<str>,
     info: PluginInfo,
     sha256: String,
@@ -474,6 +540,13 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("info", &self.info)
             .field("sha256", &self.sha256)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LoadedPlugin {
+    fn drop(&mut self) {
+        // This version is gone (replaced or removed): its idle instances go with it.
+        self.rt.warm.purge(self.id);
     }
 }
 
@@ -521,7 +594,7 @@ impl LoadedPlugin {
         allowed_hosts: Vec<String>,
     ) -> Result<Out, PluginError> {
         self.rt
-            .invoke(&self.name, &self.pre, op, ctx, host, allowed_hosts)
+            .invoke(&self.name, &self.pre, op, ctx, host, allowed_hosts, None)
             .await
     }
 
@@ -555,7 +628,20 @@ impl LoadedPlugin {
         }
         let op = Op::Apply(ctx.into(), config.to_string(), (&request).into());
         drop(request);
-        match self.run(op, Some(ctx.clone()), host, Vec::new()).await? {
+        let key = WarmKey::new(self.id, &ctx.tenant, &ctx.endpoint, config);
+        let out = self
+            .rt
+            .invoke(
+                &self.name,
+                &self.pre,
+                op,
+                Some(ctx.clone()),
+                host,
+                Vec::new(),
+                Some(key),
+            )
+            .await?;
+        match out {
             Out::Request(r) => {
                 let req: HttpRequest = r.map_err(PluginError::from)?.into();
                 let limit = self.rt.limits.max_body_bytes;
