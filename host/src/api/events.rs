@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -25,13 +26,33 @@ pub struct CreateEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The resource the event is about (e.g. `{"type": "invoice", "id": "in_1"}`).
+    ///
+    /// `resource` and `data` are kept as the producer's JSON text (checked, not re-encoded): the
+    /// envelope splices them in verbatim.
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub resource: serde_json::Value,
+    pub resource: Option<Box<RawValue>>,
     /// The event's data.
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+    pub data: Option<Box<RawValue>>,
+}
+
+/// `{}`: the `resource` and `data` of an event that gave none.
+static EMPTY_OBJECT: std::sync::LazyLock<Box<RawValue>> = std::sync::LazyLock::new(|| {
+    RawValue::from_string("{}".to_string()).expect("`{}` is a JSON object")
+});
+
+/// What receivers get: the event's id and type, when it was created, and the producer's
+/// `resource` and `data` as sent.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    created_at: String,
+    resource: &'a RawValue,
+    data: &'a RawValue,
 }
 
 /// Body of `POST .../events/batch`.
@@ -100,29 +121,27 @@ fn prepare(
             "must be 1-200 characters of letters, digits, '.', '_', '-' and ':'",
         ));
     }
-    let resource = match event.resource {
-        serde_json::Value::Null => serde_json::json!({}),
-        v @ serde_json::Value::Object(_) => v,
-        _ => {
+    // Valid JSON by construction; an object is the only JSON text that starts with `{`.
+    let resource: &RawValue = match event.resource.as_deref() {
+        None => &EMPTY_OBJECT,
+        Some(raw) if raw.get().starts_with('{') => raw,
+        Some(_) => {
             return Err(ApiError::invalid(
                 format!("{field}resource"),
                 "must be a JSON object",
             ));
         }
     };
-    let data = match event.data {
-        serde_json::Value::Null => serde_json::json!({}),
-        v => v,
-    };
+    let data: &RawValue = event.data.as_deref().unwrap_or(&EMPTY_OBJECT);
     let id = new_id("msg");
     let created_at = now_unix();
-    let envelope = serde_json::json!({
-        "id": id,
-        "type": event.event_type,
-        "created_at": rfc3339(created_at),
-        "resource": resource,
-        "data": data,
-    });
+    let envelope = Envelope {
+        id: &id,
+        event_type: &event.event_type,
+        created_at: rfc3339(created_at),
+        resource,
+        data,
+    };
     let body: Arc<[u8]> = serde_json::to_vec(&envelope)
         .map_err(|e| ApiError::internal("encoding the envelope", e))?
         .into();
