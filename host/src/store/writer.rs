@@ -100,18 +100,25 @@ impl Writer {
     }
 }
 
+/// Runs one of the writer's own statements (`BEGIN`, `SAVEPOINT`, ...) from the statement cache:
+/// they run several times per write, so they are parsed once.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<T>(
     conn: &Connection,
     op: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT op")?;
+    exec(conn, "SAVEPOINT op")?;
     match op(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE op")?;
+            exec(conn, "RELEASE op")?;
             Ok(value)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            exec(conn, "ROLLBACK TO op")?;
+            exec(conn, "RELEASE op")?;
             Err(e)
         }
     }
@@ -133,10 +140,10 @@ fn run(
                 Err(_) => break,
             }
         }
-        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+        let outcome = match exec(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 completions.extend(batch.drain(..).map(|job| job(&conn)));
-                conn.execute_batch("COMMIT").map_err(|e| {
+                exec(&conn, "COMMIT").map_err(|e| {
                     let _ = conn.execute_batch("ROLLBACK");
                     StoreError::Commit(e.to_string())
                 })
