@@ -33,13 +33,13 @@ use super::types::{
     CallContext, HttpRequest, HttpResponse, LogLevel, PluginInfo, PluginKind, Token,
 };
 
-impl From<&HttpRequest> for wit::Request {
-    fn from(r: &HttpRequest) -> Self {
+impl From<HttpRequest> for wit::Request {
+    fn from(r: HttpRequest) -> Self {
         wit::Request {
-            method: r.method.clone(),
-            url: r.url.clone(),
-            headers: r.headers.clone(),
-            body: r.body.clone(),
+            method: r.method,
+            url: r.url,
+            headers: r.headers,
+            body: r.body,
         }
     }
 }

@@ -118,11 +118,12 @@ enum WorldPre {
     Token(token::TokenPluginPre<StoreState>),
 }
 
-enum Op {
+/// One export call; the configuration is borrowed from the caller (lowered into the guest as is).
+enum Op<'a> {
     Info,
-    Validate(String),
-    Apply(wit::Context, String, wit::Request),
-    FetchToken(wit::Context, String),
+    Validate(&'a str),
+    Apply(wit::Context, &'a str, wit::Request),
+    FetchToken(wit::Context, &'a str),
 }
 
 enum Out {
@@ -400,7 +401,7 @@ impl RuntimeInner {
         &self,
         plugin: &Arc<str>,
         pre: &WorldPre,
-        op: Op,
+        op: Op<'_>,
         ctx: Option<CallContext>,
         host: Arc<dyn HostServices>,
         allowed_hosts: Vec<String>,
@@ -441,9 +442,9 @@ impl RuntimeInner {
                     let g = inst.wasmhook_plugin_step();
                     let out = match op {
                         Op::Info => Out::Info(g.call_info(&mut store).await?),
-                        Op::Validate(c) => Out::Unit(g.call_validate(&mut store, &c).await?),
+                        Op::Validate(c) => Out::Unit(g.call_validate(&mut store, c).await?),
                         Op::Apply(cx, c, r) => {
-                            Out::Request(g.call_apply(&mut store, &cx, &c, &r).await?)
+                            Out::Request(g.call_apply(&mut store, &cx, c, &r).await?)
                         }
                         Op::FetchToken(..) => unreachable!("checked by the caller"),
                     };
@@ -455,9 +456,9 @@ impl RuntimeInner {
                     let g = inst.wasmhook_plugin_token_provider();
                     let out = match op {
                         Op::Info => Out::Info(g.call_info(&mut store).await?),
-                        Op::Validate(c) => Out::Unit(g.call_validate(&mut store, &c).await?),
+                        Op::Validate(c) => Out::Unit(g.call_validate(&mut store, c).await?),
                         Op::FetchToken(cx, c) => {
-                            Out::Token(g.call_fetch_token(&mut store, &cx, &c).await?)
+                            Out::Token(g.call_fetch_token(&mut store, &cx, c).await?)
                         }
                         Op::Apply(..) => unreachable!("checked by the caller"),
                     };
@@ -588,7 +589,7 @@ impl LoadedPlugin {
 
     async fn run(
         &self,
-        op: Op,
+        op: Op<'_>,
         ctx: Option<CallContext>,
         host: Arc<dyn HostServices>,
         allowed_hosts: Vec<String>,
@@ -605,7 +606,7 @@ impl LoadedPlugin {
         host: Arc<dyn HostServices>,
     ) -> Result<(), PluginError> {
         match self
-            .run(Op::Validate(config.to_string()), None, host, Vec::new())
+            .run(Op::Validate(config), None, host, Vec::new())
             .await?
         {
             Out::Unit(r) => r.map_err(Into::into),
@@ -626,8 +627,7 @@ impl LoadedPlugin {
         if self.world != World::StepPlugin {
             return Err(self.wrong_kind("apply", "step (authentication, security or transform)"));
         }
-        let op = Op::Apply(ctx.into(), config.to_string(), (&request).into());
-        drop(request);
+        let op = Op::Apply(ctx.into(), config, request.into());
         let key = WarmKey::new(self.id, &ctx.tenant, &ctx.endpoint, config);
         let out = self
             .rt
@@ -671,7 +671,7 @@ impl LoadedPlugin {
             return Err(self.wrong_kind("fetch_token", "token-provider"));
         }
         let allowed = allowed_hosts_from_config(config);
-        let op = Op::FetchToken(ctx.into(), config.to_string());
+        let op = Op::FetchToken(ctx.into(), config);
         match self.run(op, Some(ctx.clone()), host, allowed).await? {
             Out::Token(r) => {
                 let token: Token = r.map_err(PluginError::from)?.into();
