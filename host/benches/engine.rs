@@ -53,6 +53,8 @@ const INGEST_PRODUCERS: usize = 128;
 /// Open-loop ingest rate.
 const OPEN_LOOP_RATE: f64 = 5000.0;
 const EVENT_TYPE: &str = "bench.event";
+/// Events per `POST /events/batch` in run 2b.
+const BATCH: u64 = 100;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -871,13 +873,20 @@ struct ProduceSpec {
     limit: u64,
     /// Events per second (paced closed loop), or as fast as possible.
     rate: Option<f64>,
+    /// Events per POST (more than 1: `POST /events/batch`).
+    batch: u64,
     stop: Arc<AtomicBool>,
 }
 
 /// `producers` tasks posting single events (keep-alive) until `limit` events or `stop`.
 async fn produce(spec: ProduceSpec) -> Produced {
     let next = Arc::new(AtomicU64::new(0));
-    let path: Arc<str> = format!("/v1/tenants/{}/events", spec.tenant).into();
+    let batch = spec.batch.max(1);
+    let path: Arc<str> = if batch > 1 {
+        format!("/v1/tenants/{}/events/batch", spec.tenant).into()
+    } else {
+        format!("/v1/tenants/{}/events", spec.tenant).into()
+    };
     let token: Arc<str> = spec.token.into();
     let types = Arc::new(spec.event_types);
     let started = Instant::now();
@@ -898,37 +907,54 @@ async fn produce(spec: ProduceSpec) -> Produced {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(batch, Ordering::Relaxed);
                 if i >= limit {
                     break;
                 }
+                let count = batch.min(limit - i);
                 if let Some(rate) = rate {
                     tokio::time::sleep_until(
                         (started + Duration::from_secs_f64(i as f64 / rate)).into(),
                     )
                     .await;
                 }
-                let event_type = &types[(i % types.len() as u64) as usize];
-                match api
-                    .call("POST", &path, Some(&token), Some(event_body(event_type, i)))
-                    .await
-                {
+                let event_type = |j: u64| &types[(j % types.len() as u64) as usize];
+                let body = if batch > 1 {
+                    let mut body = b"{\"events\":[".to_vec();
+                    for j in i..i + count {
+                        if j > i {
+                            body.push(b',');
+                        }
+                        body.extend_from_slice(&event_body(event_type(j), j));
+                    }
+                    body.extend_from_slice(b"]}");
+                    Bytes::from(body)
+                } else {
+                    event_body(event_type(i), i)
+                };
+                match api.call("POST", &path, Some(&token), Some(body)).await {
                     Ok((202, body)) => {
-                        out.accepted += 1;
-                        if i + 1 == limit || out.last_event_id.is_none() || i % 1024 == 0 {
-                            out.last_event_id = serde_json::from_slice::<Value>(&body)
-                                .ok()
-                                .and_then(|v| v["id"].as_str().map(str::to_string));
+                        out.accepted += count;
+                        if i + count == limit || out.last_event_id.is_none() || i % 1024 == 0 {
+                            let answer = serde_json::from_slice::<Value>(&body).ok();
+                            out.last_event_id = answer.and_then(|v| {
+                                let last = if batch > 1 {
+                                    v["events"].as_array()?.last()?.clone()
+                                } else {
+                                    v
+                                };
+                                last["id"].as_str().map(str::to_string)
+                            });
                         }
                     }
                     Ok((status, body)) => {
-                        out.errors += 1;
+                        out.errors += count;
                         out.first_error.get_or_insert_with(|| {
                             format!("{status} {}", String::from_utf8_lossy(&body))
                         });
                     }
                     Err(e) => {
-                        out.errors += 1;
+                        out.errors += count;
                         out.first_error.get_or_insert_with(|| e.to_string());
                     }
                 }
@@ -1029,6 +1055,8 @@ struct E2eSpec {
     steps: Value,
     endpoints: usize,
     events: u64,
+    /// Events per POST: 1 = `POST /events`, more = `POST /events/batch`.
+    batch: u64,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -1150,6 +1178,7 @@ async fn run_e2e(
         producers: CONCURRENCY,
         limit: spec.events,
         rate: None,
+        batch: spec.batch,
         stop: Arc::new(AtomicBool::new(false)),
     })
     .await;
@@ -1340,6 +1369,7 @@ async fn run_ingest(settings: &Settings) -> anyhow::Result<IngestResult> {
         producers: INGEST_PRODUCERS,
         limit: n,
         rate: None,
+        batch: 1,
         stop: Arc::new(AtomicBool::new(false)),
     })
     .await;
@@ -1463,6 +1493,7 @@ async fn run_hot_swap(
         producers: CONCURRENCY,
         limit: u64::MAX,
         rate: Some(rate),
+        batch: 1,
         stop: stop.clone(),
     }));
     // Let the stream settle on v1 first.
@@ -1885,11 +1916,32 @@ async fn run() -> anyhow::Result<()> {
                 steps: json!([]),
                 endpoints: 1,
                 events: n,
+                batch: 1,
             },
         )
         .await?;
         rss_rows.push(("2. no step".into(), r.engine.peak_rss_kib));
         e2e.insert("no-step".into(), r);
+    }
+    if settings.wants("e2e") {
+        progress!(
+            settings,
+            "2b. the same, posted {BATCH} events per POST /events/batch"
+        );
+        let r = run_e2e(
+            &settings,
+            &sink,
+            E2eSpec {
+                label: "e2e-no-step-batched".into(),
+                steps: json!([]),
+                endpoints: 1,
+                events: n,
+                batch: BATCH,
+            },
+        )
+        .await?;
+        rss_rows.push(("2b. batched".into(), r.engine.peak_rss_kib));
+        e2e.insert("no-step-batched".into(), r);
     }
     let run2 = e2e.get("no-step").map(|r| r.deliveries_per_second);
     if let Some(r) = e2e.get("no-step") {
@@ -1904,6 +1956,21 @@ async fn run() -> anyhow::Result<()> {
             )
             .ratio(x, "baseline")
             .target("≥ 0.5x baseline", x.map(|x| x >= 0.5 && !r.timed_out))
+            .note(e2e_note(r));
+    }
+    if let Some(r) = e2e.get("no-step-batched") {
+        report
+            .add(
+                "e2e.no_step_batched",
+                "2. end to end",
+                &format!("the same, {BATCH} events per POST /events/batch"),
+                Some(r.deliveries_per_second),
+                "deliv/s",
+            )
+            .ratio(
+                ratio(Some(r.deliveries_per_second), baseline_rate),
+                "baseline",
+            )
             .note(e2e_note(r));
     }
 
@@ -1947,6 +2014,7 @@ async fn run() -> anyhow::Result<()> {
                     steps,
                     endpoints: 1,
                     events: n,
+                    batch: 1,
                 },
             )
             .await?;
@@ -2113,6 +2181,7 @@ async fn run() -> anyhow::Result<()> {
                     steps: json!([]),
                     endpoints,
                     events: n,
+                    batch: 1,
                 },
             )
             .await?;
