@@ -149,11 +149,7 @@ fn prepare(
         .engine
         .store
         .directory()
-        .endpoints_of(tenant)
-        .iter()
-        .filter(|e| e.subscribes_to(&event.event_type))
-        .map(|e| e.id.clone())
-        .collect();
+        .subscribers(tenant, &event.event_type);
     Ok(NewEvent {
         id,
         event_type: event.event_type,

@@ -195,7 +195,9 @@ pub struct Directory {
     tenants: HashMap<String, Tenant>,
     tenant_by_token_hash: HashMap<String, String>,
     endpoints: HashMap<String, Arc<Endpoint>>,
-    endpoints_by_tenant: HashMap<String, Vec<String>>,
+    /// Each tenant's endpoints, oldest first (the same `Arc`s as in `endpoints`): an event's
+    /// fan-out walks this list without a lookup per endpoint.
+    endpoints_by_tenant: HashMap<String, Vec<Arc<Endpoint>>>,
 }
 
 impl Directory {
@@ -227,9 +229,19 @@ impl Directory {
     pub fn endpoints_of(&self, tenant: &str) -> Vec<Arc<Endpoint>> {
         self.endpoints_by_tenant
             .get(tenant)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| self.endpoints.get(id).cloned())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Ids of the tenant's endpoints subscribed to `event_type`, oldest first.
+    pub fn subscribers(&self, tenant: &str, event_type: &str) -> Vec<String> {
+        self.endpoints_by_tenant
+            .get(tenant)
+            .map(|endpoints| {
+                endpoints
+                    .iter()
+                    .filter(|e| e.subscribes_to(event_type))
+                    .map(|e| e.id.clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -245,26 +257,27 @@ impl Directory {
         self.tenants.remove(id);
         self.tenant_by_token_hash.retain(|_, tenant| tenant != id);
         for endpoint in self.endpoints_by_tenant.remove(id).unwrap_or_default() {
-            self.endpoints.remove(&endpoint);
+            self.endpoints.remove(&endpoint.id);
         }
     }
 
     fn put_endpoint(&mut self, endpoint: Endpoint) {
-        let ids = self
+        let endpoint = Arc::new(endpoint);
+        let list = self
             .endpoints_by_tenant
             .entry(endpoint.tenant_id.clone())
             .or_default();
-        if !ids.contains(&endpoint.id) {
-            ids.push(endpoint.id.clone());
+        match list.iter_mut().find(|e| e.id == endpoint.id) {
+            Some(slot) => *slot = endpoint.clone(),
+            None => list.push(endpoint.clone()),
         }
-        self.endpoints
-            .insert(endpoint.id.clone(), Arc::new(endpoint));
+        self.endpoints.insert(endpoint.id.clone(), endpoint);
     }
 
     fn remove_endpoint(&mut self, tenant: &str, id: &str) {
         self.endpoints.remove(id);
-        if let Some(ids) = self.endpoints_by_tenant.get_mut(tenant) {
-            ids.retain(|e| e != id);
+        if let Some(list) = self.endpoints_by_tenant.get_mut(tenant) {
+            list.retain(|e| e.id != id);
         }
     }
 }
