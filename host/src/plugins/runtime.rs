@@ -393,9 +393,9 @@ impl RuntimeInner {
         store
     }
 
-    /// Runs one export: in a warm instance of `warm_key` when one is idle (step `apply` only),
-    /// otherwise in a fresh instance; after a clean call the instance goes back to the warm pool
-    /// when `warm_key` is given.
+    /// Runs one export: in a warm instance of `warm_key` when one is idle, otherwise in a fresh
+    /// instance; after a clean call the instance goes back to the warm pool when `warm_key` is
+    /// given (only `apply` gives one, and only when reuse is enabled).
     #[allow(clippy::too_many_arguments)]
     async fn invoke(
         &self,
@@ -415,9 +415,6 @@ impl RuntimeInner {
                 plugin: plugin.to_string(),
                 reason: "the plugin runtime is shutting down".into(),
             })?;
-        let warm_key = warm_key.filter(|_| {
-            self.warm.enabled() && matches!(pre, WorldPre::Step(_)) && matches!(op, Op::Apply(..))
-        });
         let warm = warm_key.as_ref().and_then(|key| self.warm.take(key));
         let (mut store, mut warm_bindings, calls) = match warm {
             Some(w) => {
@@ -628,7 +625,11 @@ impl LoadedPlugin {
             return Err(self.wrong_kind("apply", "step (authentication, security or transform)"));
         }
         let op = Op::Apply(ctx.into(), config, request.into());
-        let key = WarmKey::new(self.id, &ctx.tenant, &ctx.endpoint, config);
+        let key = self
+            .rt
+            .warm
+            .enabled()
+            .then(|| WarmKey::new(self.id, &ctx.tenant, &ctx.endpoint, config));
         let out = self
             .rt
             .invoke(
@@ -638,7 +639,7 @@ impl LoadedPlugin {
                 Some(ctx.clone()),
                 host,
                 Vec::new(),
-                Some(key),
+                key,
             )
             .await?;
         match out {

@@ -82,30 +82,18 @@ export!(Plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ctx() -> Context {
-        Context {
-            tenant: "t".into(),
-            endpoint: "e".into(),
-            event_id: "evt".into(),
-            event_type: "test".into(),
-            attempt: 1,
-            timestamp: 0,
-        }
-    }
+    use wasmhook_plugin_kit::testing::{context, request};
 
     #[test]
     fn replaces_the_header_case_insensitively() {
-        let req = Request {
-            method: "POST".into(),
-            url: "https://example.com/".into(),
-            headers: vec![
+        let req = request(
+            vec![
                 ("X-Api-Key".into(), "old".into()),
                 ("content-type".into(), "application/json".into()),
             ],
-            body: b"{}".to_vec(),
-        };
-        let out = Plugin::apply(ctx(), r#"{"key":"k1"}"#.into(), req).unwrap();
+            b"{}",
+        );
+        let out = Plugin::apply(context(), r#"{"key":"k1"}"#.into(), req).unwrap();
         assert_eq!(
             out.headers,
             vec![

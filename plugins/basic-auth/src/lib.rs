@@ -97,25 +97,13 @@ export!(Plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmhook_plugin_kit::testing::{context, request};
 
     #[test]
     fn adds_basic_credentials() {
-        let ctx = Context {
-            tenant: "t".into(),
-            endpoint: "e".into(),
-            event_id: "evt".into(),
-            event_type: "test".into(),
-            attempt: 1,
-            timestamp: 0,
-        };
-        let req = Request {
-            method: "POST".into(),
-            url: "https://example.com/".into(),
-            headers: vec![("Authorization".into(), "old".into())],
-            body: Vec::new(),
-        };
+        let req = request(vec![("Authorization".into(), "old".into())], b"");
         let config = r#"{"client_id":"Aladdin","client_secret":"open sesame"}"#;
-        let out = Plugin::apply(ctx, config.into(), req).unwrap();
+        let out = Plugin::apply(context(), config.into(), req).unwrap();
         assert_eq!(
             out.headers,
             vec![(

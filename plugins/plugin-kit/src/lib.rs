@@ -19,6 +19,7 @@
 //! - [`token`]: a token route's answer: status to transient / permanent error, the token, its
 //!   lifetime, remote text with secrets blanked out.
 //! - [`form`]: `application/x-www-form-urlencoded` bodies.
+//! - [`testing`]: fixtures for the guests' unit tests.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -34,4 +35,5 @@ pub use wasmhook::plugin::types;
 pub mod config;
 pub mod form;
 pub mod headers;
+pub mod testing;
 pub mod token;

@@ -115,22 +115,14 @@ mod tests {
 
     fn ctx(event_id: &str, timestamp: u64) -> Context {
         Context {
-            tenant: "t".into(),
-            endpoint: "e".into(),
             event_id: event_id.into(),
-            event_type: "test".into(),
-            attempt: 1,
             timestamp,
+            ..wasmhook_plugin_kit::testing::context()
         }
     }
 
     fn req(headers: Vec<(String, String)>) -> Request {
-        Request {
-            method: "POST".into(),
-            url: "https://example.com/hook".into(),
-            headers,
-            body: br#"{"test": 2432232314}"#.to_vec(),
-        }
+        wasmhook_plugin_kit::testing::request(headers, br#"{"test": 2432232314}"#)
     }
 
     /// The test vector of the Standard Webhooks reference libraries.

@@ -168,9 +168,10 @@ impl Api {
         (status, value)
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    /// Sends `body` as JSON.
+    pub async fn json(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
         self.raw(
-            "POST",
+            method,
             path,
             body.to_string().into_bytes(),
             &[("content-type", "application/json")],
@@ -178,14 +179,12 @@ impl Api {
         .await
     }
 
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.json("POST", path, body).await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        self.raw(
-            "PATCH",
-            path,
-            body.to_string().into_bytes(),
-            &[("content-type", "application/json")],
-        )
-        .await
+        self.json("PATCH", path, body).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
