@@ -113,8 +113,44 @@ fn host_target_dir(out_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| out_dir.join("guest-build"))
 }
 
-/// Fails with the command to run when the Wasm target is missing, instead of a cryptic error.
+/// Makes sure the Wasm target is installed for the toolchain building us.
+///
+/// Under rustup (which sets `RUSTUP_TOOLCHAIN` for the toolchain it runs), a missing target is
+/// installed with `rustup target add`, saying so; without rustup the build stops at once with the
+/// command to run, instead of a cryptic error after minutes of compiling.
 fn ensure_target_installed() {
+    println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
+    if target_installed() {
+        return;
+    }
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        println!(
+            "cargo:warning=installing the {TARGET} target for toolchain {toolchain} (rustup target add {TARGET} --toolchain {toolchain})"
+        );
+        eprintln!("wasmhook: running `rustup target add {TARGET} --toolchain {toolchain}`");
+        let status = Command::new("rustup")
+            .args(["target", "add", TARGET, "--toolchain", &toolchain])
+            .status();
+        match status {
+            Ok(status) if status.success() && target_installed() => return,
+            Ok(status) => panic!(
+                "\n\n`rustup target add {TARGET} --toolchain {toolchain}` failed ({status}).\n\
+                 wasmhook builds its plugins for {TARGET}; install it and build again.\n\n"
+            ),
+            Err(error) => panic!(
+                "\n\ncould not run rustup to install {TARGET} ({error}).\n\
+                 Run: rustup target add {TARGET} --toolchain {toolchain}\n\n"
+            ),
+        }
+    }
+    panic!(
+        "\n\nwasmhook builds its plugins for {TARGET}, which is not installed for this toolchain.\n\
+         Run: rustup target add {TARGET}\n\n"
+    );
+}
+
+/// Whether the sysroot of the compiler building us holds the standard library for [`TARGET`].
+fn target_installed() -> bool {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -122,13 +158,10 @@ fn ensure_target_installed() {
         .ok()
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .map(|s| PathBuf::from(s.trim()));
-    if let Some(sysroot) = sysroot
-        && !sysroot.join("lib/rustlib").join(TARGET).exists()
-    {
-        panic!(
-            "\n\nwasmhook builds its plugins for {TARGET}, which is not installed.\n\
-             Run: rustup target add {TARGET}\n\n"
-        );
+    match sysroot {
+        Some(sysroot) => sysroot.join("lib/rustlib").join(TARGET).exists(),
+        // Cannot tell: let the guest build report what it finds.
+        None => true,
     }
 }
 

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Data directory (SQLite database, tenant plugins, caches).
     #[arg(long, env = "WASMHOOK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Store: `sqlite:///path/file.sqlite3` (default: in the data directory) or
+    /// `postgres://user@host:port/db` (several nodes share it).
+    #[arg(long = "store", env = "WASMHOOK_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Operator plugins directory (default <data-dir>/plugins).
     #[arg(long, env = "WASMHOOK_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -68,6 +72,16 @@ pub struct ServeArgs {
     /// Retry schedule, comma-separated durations (e.g. `5s,5m,30m`).
     #[arg(long, env = "WASMHOOK_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration)]
     pub retry_schedule: Option<Vec<std::time::Duration>>,
+    /// Every endpoint needs an authentication step and a security measure (true/false).
+    #[arg(long, env = "WASMHOOK_REQUIRE_AUTH_AND_SECURITY")]
+    pub require_auth_and_security: Option<bool>,
+    /// Master key sealing secrets at rest (64 hex characters or base64 of 32 bytes; default:
+    /// generated into <data-dir>/master-key).
+    #[arg(long, env = "WASMHOOK_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// How long a node's delivery leases last without a heartbeat (e.g. `30s`).
+    #[arg(long, env = "WASMHOOK_LEASE_TTL", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Option<std::time::Duration>,
 }
 
 /// Flags of `demo`.
@@ -105,6 +119,18 @@ impl ServeArgs {
         }
         if let Some(schedule) = self.retry_schedule {
             config.delivery.retry_schedule = schedule;
+        }
+        if let Some(url) = self.store {
+            config.store.url = Some(url);
+        }
+        if let Some(required) = self.require_auth_and_security {
+            config.plugins.require_auth_and_security = required;
+        }
+        if let Some(key) = self.master_key {
+            config.secrets.master_key = Some(key);
+        }
+        if let Some(ttl) = self.lease_ttl {
+            config.store.lease_ttl = ttl;
         }
         config.validate()?;
         Ok(config)

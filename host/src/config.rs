@@ -66,6 +66,21 @@ pub struct Config {
     pub store: StoreConfig,
     /// JWS signing keys.
     pub keys: KeysConfig,
+    /// Secrets at rest.
+    pub secrets: SecretsConfig,
+}
+
+/// Secrets at rest: the master key that seals step secrets and private keys in the store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The master key: 64 hex characters or base64 of 32 bytes. Unset: `<data_dir>/master-key`,
+    /// generated (mode 0600) on first run. Every node of a cluster needs the same key.
+    #[serde(skip_serializing)]
+    pub master_key: Option<String>,
+    /// Earlier master keys that still unseal (during a rotation).
+    #[serde(skip_serializing)]
+    pub previous_master_keys: Vec<String>,
 }
 
 /// Delivery and retry behaviour.
@@ -151,17 +166,61 @@ pub struct ApiConfig {
     pub max_plugin_mib: usize,
     /// Events accepted in one batch request.
     pub max_batch_events: usize,
+    /// Deepest nesting of arrays and objects accepted in an event's `resource` and `data`
+    /// (1 to 100; the envelope adds one level, and what is stored must stay readable by JSON
+    /// parsers with the usual limit of 128).
+    pub max_json_depth: usize,
+    /// Plugin uploads received and compiled at once; more wait (`upload_wait`), then get 503.
+    pub max_concurrent_uploads: usize,
+    /// How long an upload waits for its turn before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub upload_wait: Duration,
+    /// Plugins one tenant may have.
+    pub max_plugins_per_tenant: usize,
+    /// Bytes of plugins one tenant may have stored (all its plugins together), in MiB.
+    pub max_plugin_bytes_per_tenant_mib: usize,
+    /// How long a connection may take to send a request's headers, and how long it may stay
+    /// idle between requests (keep-alive, HTTP/2) or before its first byte; then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request's whole body may take to arrive, counted from when the handler starts
+    /// reading it; then the request is answered 408 and the connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections served at once. When all are taken the listener stops accepting: new
+    /// connections wait in the kernel's backlog until one closes.
+    pub max_connections: usize,
 }
 
-/// Storage tuning.
+/// Storage: which backend, how writes are grouped, how deliveries are leased.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sqlite:///absolute/path/file.sqlite3` or `postgres://user[:password]@host[:port]/db`
+    /// (`?sslmode=require` for TLS). Unset: SQLite in `<data_dir>/wasmhook.sqlite3`. Several
+    /// nodes share one PostgreSQL database; a SQLite file belongs to one node.
+    #[serde(skip_serializing)]
+    pub url: Option<String>,
     /// Writes grouped into one transaction (and one fsync) at most.
     pub max_batch: usize,
     /// `FULL` (fsync on every commit, survives power loss) or `NORMAL` (survives a crash of the
-    /// process, not of the machine).
+    /// process, not of the machine). SQLite only.
     pub synchronous: Synchronous,
+    /// How long a node's claim on a delivery lasts without a heartbeat: when a node dies, the
+    /// others take its deliveries over after this.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Deliveries a node holds claimed in memory at most (the rest wait in the store).
+    pub window: usize,
+    /// How often an idle node looks for work it was not told about (PostgreSQL also wakes
+    /// nodes with LISTEN/NOTIFY), and how often it checks for changes made by other nodes.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// PostgreSQL connections per node.
+    pub pool_size: usize,
+    /// Event bodies held in memory with claimed deliveries, in MiB; beyond, bodies are read from
+    /// the store when the attempt is sent.
+    pub max_held_body_mib: usize,
 }
 
 /// SQLite's `synchronous` setting.
@@ -183,6 +242,9 @@ pub struct KeysConfig {
     /// How long a retired key stays published in the JWKS.
     #[serde(with = "humantime_serde")]
     pub retired_key_lifetime: Duration,
+    /// Algorithms whose current key is created at start-up, so the JWKS lists them before the
+    /// first JWS delivery (`RS256`, `PS256`, `ES256`, `EdDSA`; others are created on first use).
+    pub algorithms: Vec<crate::jose::SigningAlg>,
 }
 
 impl Default for Config {
@@ -198,6 +260,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -250,6 +313,14 @@ impl Default for ApiConfig {
             max_body_kib: 1024,
             max_plugin_mib: 32,
             max_batch_events: 1000,
+            max_json_depth: 64,
+            max_concurrent_uploads: 2,
+            upload_wait: Duration::from_secs(10),
+            max_plugins_per_tenant: 16,
+            max_plugin_bytes_per_tenant_mib: 64,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -257,8 +328,14 @@ impl Default for ApiConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            url: None,
             max_batch: 1024,
             synchronous: Synchronous::Full,
+            lease_ttl: Duration::from_secs(30),
+            window: 10_000,
+            poll_interval: Duration::from_millis(500),
+            pool_size: 16,
+            max_held_body_mib: 64,
         }
     }
 }
@@ -268,6 +345,7 @@ impl Default for KeysConfig {
         Self {
             certificate_subject: "wasmhook webhook signing".into(),
             retired_key_lifetime: Duration::from_secs(30 * 24 * 3600),
+            algorithms: crate::jose::SigningAlg::ALL.to_vec(),
         }
     }
 }
@@ -297,9 +375,9 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
-    /// The SQLite database file.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("wasmhook.sqlite3")
+    /// Where the store lives (`store.url`, else SQLite under the data directory).
+    pub fn store_location(&self) -> Result<crate::store::StoreLocation, crate::store::StoreError> {
+        crate::store::StoreLocation::parse(self.store.url.as_deref(), &self.data_dir)
     }
 
     /// Checks ranges that serde cannot express.
@@ -337,8 +415,54 @@ impl Config {
         if self.plugins.call_deadline.is_zero() {
             return invalid("plugins.call_deadline", "must be above zero");
         }
+        if self.api.max_json_depth == 0 || self.api.max_json_depth > 100 {
+            return invalid("api.max_json_depth", "must be between 1 and 100");
+        }
+        if self.api.max_plugin_mib == 0 {
+            return invalid("api.max_plugin_mib", "must be at least 1");
+        }
+        if self.api.max_concurrent_uploads == 0 || self.api.max_concurrent_uploads > 64 {
+            return invalid("api.max_concurrent_uploads", "must be between 1 and 64");
+        }
+        if self.api.max_plugins_per_tenant == 0 {
+            return invalid("api.max_plugins_per_tenant", "must be at least 1");
+        }
+        if self.api.max_plugin_bytes_per_tenant_mib < self.api.max_plugin_mib {
+            return invalid(
+                "api.max_plugin_bytes_per_tenant_mib",
+                "must be at least api.max_plugin_mib (one plugin of the largest size)",
+            );
+        }
+        if self.api.header_read_timeout.is_zero() {
+            return invalid("api.header_read_timeout", "must be above zero");
+        }
+        if self.api.body_read_timeout.is_zero() {
+            return invalid("api.body_read_timeout", "must be above zero");
+        }
+        if self.api.max_connections == 0 {
+            return invalid("api.max_connections", "must be at least 1");
+        }
         if self.store.max_batch == 0 {
             return invalid("store.max_batch", "must be at least 1");
+        }
+        if self.store.lease_ttl < Duration::from_secs(1) {
+            return invalid("store.lease_ttl", "must be at least 1s");
+        }
+        if self.store.window == 0 {
+            return invalid("store.window", "must be at least 1");
+        }
+        if self.store.poll_interval.is_zero() || self.store.poll_interval > Duration::from_secs(60)
+        {
+            return invalid("store.poll_interval", "must be above zero and at most 60s");
+        }
+        if self.store.pool_size == 0 {
+            return invalid("store.pool_size", "must be at least 1");
+        }
+        if let Err(e) = self.store_location() {
+            return Err(ConfigError::Invalid {
+                field: "store.url",
+                reason: e.to_string(),
+            });
         }
         if let Some(token) = &self.admin_token
             && token.len() < 16

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -54,72 +54,224 @@ pub enum SendError {
 }
 
 /// Which destinations are allowed.
+///
+/// Refused by default: every range of the IANA IPv4 and IPv6 special-purpose address registries
+/// (RFC 6890 and successors: loopback, private, shared, link-local, documentation, benchmarking,
+/// protocol assignments, multicast, reserved, …), IPv6 outside the global unicast space
+/// `2000::/3`, and the IPv6 forms that embed an IPv4 address: IPv4-mapped `::ffff:0:0/96`
+/// (refused when the embedded IPv4 is), IPv4-compatible `::/96` (deprecated), NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16` and Teredo `2001::/32` (refused whole:
+/// they reach whatever IPv4 address they embed through a translator or relay).
 #[derive(Debug, Clone, Default)]
 pub struct AddressPolicy {
-    /// Internal addresses inside these networks are allowed.
+    /// Refused addresses inside these networks are allowed. An IPv4-mapped address is allowed
+    /// when its embedded IPv4 address (the one actually connected to) or the address itself is
+    /// inside one; every other form only when the address itself is.
     pub allow_cidrs: Vec<IpNet>,
 }
 
 impl AddressPolicy {
     /// `Ok` when `ip` may be contacted; else why not.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
+        let Some(kind) = refused_kind(ip) else {
+            return Ok(());
         };
-        match internal_kind(ip) {
-            None => Ok(()),
-            Some(_) if self.allow_cidrs.iter().any(|net| net.contains(&ip)) => Ok(()),
-            Some(kind) => Err(format!(
-                "destination {ip} refused: it is a {kind} address (operators can allow it with http.allow_cidrs)"
-            )),
+        let embedded = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        let allowed = |addr: IpAddr| self.allow_cidrs.iter().any(|net| net.contains(&addr));
+        if allowed(ip) || embedded.is_some_and(allowed) {
+            return Ok(());
+        }
+        Err(format!(
+            "destination {ip} refused: it is {kind} (operators can allow it with http.allow_cidrs)"
+        ))
+    }
+
+    /// Why a URL host written as an IP literal (`10.0.0.1`, `[::1]`, `::1`) is refused, or
+    /// `None` when it is allowed or is a name (names are checked when they are resolved). The
+    /// API calls this when endpoints are created, the outbound client before every request.
+    pub fn refuses_literal(&self, host: &str) -> Option<String> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let ip = bare.parse::<IpAddr>().ok()?;
+        self.check(ip).err()
+    }
+}
+
+/// A range of a special-purpose registry: network, prefix length, what it is.
+type Range<T> = (T, u8, &'static str);
+
+/// The IANA IPv4 special-purpose address registry, plus multicast and the limited broadcast.
+/// More specific entries first (the first match names the address).
+const V4_RANGES: &[Range<u32>] = &[
+    (0x0000_0000, 8, "a \"this network\" (unspecified) address"),
+    (0x0a00_0000, 8, "a private address"),
+    (0x6440_0000, 10, "a shared (carrier-grade NAT) address"),
+    (0x7f00_0000, 8, "a loopback address"),
+    (0xa9fe_0000, 16, "a link-local address"),
+    (0xac10_0000, 12, "a private address"),
+    (0xc000_0000, 24, "an IETF protocol assignment address"),
+    (0xc000_0200, 24, "a documentation address"),
+    (0xc01f_c400, 24, "an AS112 address"),
+    (0xc034_c100, 24, "an AMT address"),
+    (0xc058_6300, 24, "a 6to4 relay anycast address"),
+    (0xc0a8_0000, 16, "a private address"),
+    (0xc0af_3000, 24, "an AS112 (direct delegation) address"),
+    (0xc612_0000, 15, "a benchmarking address"),
+    (0xc633_6400, 24, "a documentation address"),
+    (0xcb00_7100, 24, "a documentation address"),
+    (0xe000_0000, 4, "a multicast address"),
+    (0xffff_ffff, 32, "the broadcast address"),
+    (0xf000_0000, 4, "a reserved address"),
+];
+
+/// The IANA IPv6 special-purpose address registry, plus the deprecated site-local and
+/// IPv4-compatible ranges and multicast. More specific entries first. The IPv4-mapped range is
+/// handled apart (its embedded IPv4 address decides).
+const V6_RANGES: &[Range<u128>] = &[
+    (0, 128, "the unspecified address"),
+    (1, 128, "the loopback address"),
+    (
+        0x0064_ff9b_0000_0000_0000_0000_0000_0000,
+        96,
+        "a NAT64 (well-known prefix) address",
+    ),
+    (
+        0x0064_ff9b_0001_0000_0000_0000_0000_0000,
+        48,
+        "a NAT64 (local-use prefix) address",
+    ),
+    (
+        0x0100_0000_0000_0000_0000_0000_0000_0000,
+        64,
+        "a discard-only address",
+    ),
+    (
+        0x2001_0000_0000_0000_0000_0000_0000_0000,
+        32,
+        "a Teredo address",
+    ),
+    (
+        0x2001_0002_0000_0000_0000_0000_0000_0000,
+        48,
+        "a benchmarking address",
+    ),
+    (
+        0x2001_0010_0000_0000_0000_0000_0000_0000,
+        28,
+        "an ORCHID address",
+    ),
+    (
+        0x2001_0020_0000_0000_0000_0000_0000_0000,
+        28,
+        "an ORCHIDv2 address",
+    ),
+    (
+        0x2001_0000_0000_0000_0000_0000_0000_0000,
+        23,
+        "an IETF protocol assignment address",
+    ),
+    (
+        0x2001_0db8_0000_0000_0000_0000_0000_0000,
+        32,
+        "a documentation address",
+    ),
+    (
+        0x2002_0000_0000_0000_0000_0000_0000_0000,
+        16,
+        "a 6to4 address",
+    ),
+    (
+        0x3fff_0000_0000_0000_0000_0000_0000_0000,
+        20,
+        "a documentation address",
+    ),
+    (
+        0x5f00_0000_0000_0000_0000_0000_0000_0000,
+        16,
+        "a segment routing (SRv6) address",
+    ),
+    (
+        0xfc00_0000_0000_0000_0000_0000_0000_0000,
+        7,
+        "a unique local (private) address",
+    ),
+    (
+        0xfe80_0000_0000_0000_0000_0000_0000_0000,
+        10,
+        "a link-local address",
+    ),
+    (
+        0xfec0_0000_0000_0000_0000_0000_0000_0000,
+        10,
+        "a site-local (deprecated) address",
+    ),
+    (
+        0xff00_0000_0000_0000_0000_0000_0000_0000,
+        8,
+        "a multicast address",
+    ),
+];
+
+fn in_range<T>(addr: T, (net, len, _): &Range<T>) -> bool
+where
+    T: Copy + std::ops::Shr<u32, Output = T> + PartialEq,
+{
+    let bits = 8 * std::mem::size_of::<T>() as u32;
+    let shift = bits - u32::from(*len);
+    // A shift by the full width overflows: a zero-length prefix matches everything.
+    shift == bits || (addr >> shift) == (*net >> shift)
+}
+
+/// What kind of refused address `ip` is, or `None` for an address that may be contacted.
+fn refused_kind(ip: IpAddr) -> Option<String> {
+    match ip {
+        IpAddr::V4(v4) => v4_kind(v4).map(str::to_string),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return v4_kind(v4).map(|kind| format!("the IPv4-mapped form of {v4}, {kind}"));
+            }
+            let bits = u128::from(v6);
+            if let Some((net, len, kind)) = V6_RANGES.iter().find(|r| in_range(bits, r)) {
+                // Name the IPv4 address a translator or relay would reach.
+                let embedded = match (*net >> 96, *len) {
+                    (0x0064_ff9b, 96) => Some(bits as u32),
+                    (0x2002_0000, 16) => Some((bits >> 80) as u32),
+                    (0x2001_0000, 32) => Some(!(bits as u32)),
+                    _ => None,
+                };
+                return Some(match embedded {
+                    Some(v4) => format!("{kind} (reaching {})", Ipv4Addr::from(v4)),
+                    None => kind.to_string(),
+                });
+            }
+            if bits >> 32 == 0 {
+                let v4 = Ipv4Addr::from(bits as u32);
+                return Some(match v4_kind(v4) {
+                    Some(kind) => format!("the IPv4-compatible (deprecated) form of {v4}, {kind}"),
+                    None => format!("the IPv4-compatible (deprecated) form of {v4}"),
+                });
+            }
+            if bits >> 125 != 0b001 {
+                return Some(
+                    "a reserved address (outside the global unicast range 2000::/3)".into(),
+                );
+            }
+            None
         }
     }
 }
 
-/// The kind of internal address `ip` is, or `None` for a public one.
-fn internal_kind(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local")
-            } else if v4.is_unspecified() || a == 0 {
-                Some("unspecified")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("shared (carrier-grade NAT)")
-            } else if v4.is_broadcast() || v4.is_multicast() || a >= 240 {
-                Some("broadcast, multicast or reserved")
-            } else if v4.is_documentation() || (a == 198 && (b == 18 || b == 19)) {
-                Some("documentation or benchmarking")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if (first & 0xfe00) == 0xfc00 {
-                Some("unique local (private)")
-            } else if (first & 0xffc0) == 0xfe80 {
-                Some("link-local")
-            } else if v6.is_multicast() {
-                Some("multicast")
-            } else {
-                None
-            }
-        }
-    }
+fn v4_kind(v4: Ipv4Addr) -> Option<&'static str> {
+    let bits = u32::from(v4);
+    V4_RANGES
+        .iter()
+        .find(|r| in_range(bits, r))
+        .map(|(_, _, kind)| *kind)
 }
 
 /// A DNS resolver that drops internal addresses the policy does not allow.
@@ -339,12 +491,8 @@ impl HttpClient {
             url: request.url.clone(),
             reason: "no host".into(),
         })?;
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
-            self.policy.check(ip).map_err(SendError::Refused)?;
+        if let Some(why) = self.policy.refuses_literal(host) {
+            return Err(SendError::Refused(why));
         }
         let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::InvalidRequest(format!("method `{}` is not valid", request.method))
@@ -497,6 +645,227 @@ mod tests {
         };
         allowing.check("127.0.0.1".parse().unwrap()).unwrap();
         assert!(allowing.check("127.0.0.2".parse().unwrap()).is_err());
+    }
+
+    /// Every range of the special-purpose registries at its edges, the IPv4-embedding IPv6
+    /// forms, and ordinary public addresses.
+    #[test]
+    fn special_purpose_ranges_table() {
+        let policy = AddressPolicy::default();
+        let table: &[(&str, bool)] = &[
+            // IPv4
+            ("0.0.0.0", true),
+            ("0.255.255.255", true),
+            ("1.0.0.0", false),
+            ("9.255.255.255", false),
+            ("10.0.0.0", true),
+            ("10.255.255.255", true),
+            ("11.0.0.0", false),
+            ("100.63.255.255", false),
+            ("100.64.0.0", true),
+            ("100.127.255.255", true),
+            ("100.128.0.0", false),
+            ("126.255.255.255", false),
+            ("127.0.0.1", true),
+            ("127.255.255.255", true),
+            ("128.0.0.0", false),
+            ("169.253.255.255", false),
+            ("169.254.0.0", true),
+            ("169.254.169.254", true),
+            ("169.254.255.255", true),
+            ("169.255.0.0", false),
+            ("172.15.255.255", false),
+            ("172.16.0.0", true),
+            ("172.31.255.255", true),
+            ("172.32.0.0", false),
+            ("191.255.255.255", false),
+            ("192.0.0.0", true),
+            ("192.0.0.255", true),
+            ("192.0.1.0", false),
+            ("192.0.2.0", true),
+            ("192.0.2.255", true),
+            ("192.0.3.0", false),
+            ("192.31.195.255", false),
+            ("192.31.196.0", true),
+            ("192.31.196.255", true),
+            ("192.31.197.0", false),
+            ("192.52.193.0", true),
+            ("192.52.193.255", true),
+            ("192.52.194.0", false),
+            ("192.88.98.255", false),
+            ("192.88.99.0", true),
+            ("192.88.99.255", true),
+            ("192.88.100.0", false),
+            ("192.167.255.255", false),
+            ("192.168.0.0", true),
+            ("192.168.255.255", true),
+            ("192.169.0.0", false),
+            ("192.175.47.255", false),
+            ("192.175.48.0", true),
+            ("192.175.48.255", true),
+            ("192.175.49.0", false),
+            ("198.17.255.255", false),
+            ("198.18.0.0", true),
+            ("198.19.255.255", true),
+            ("198.20.0.0", false),
+            ("198.51.99.255", false),
+            ("198.51.100.0", true),
+            ("198.51.100.255", true),
+            ("198.51.101.0", false),
+            ("203.0.112.255", false),
+            ("203.0.113.0", true),
+            ("203.0.113.255", true),
+            ("203.0.114.0", false),
+            ("223.255.255.255", false),
+            ("224.0.0.0", true),
+            ("239.255.255.255", true),
+            ("240.0.0.0", true),
+            ("255.255.255.254", true),
+            ("255.255.255.255", true),
+            ("1.1.1.1", false),
+            ("8.8.8.8", false),
+            ("93.184.216.34", false),
+            // IPv6
+            ("::", true),
+            ("::1", true),
+            ("::2", true),
+            ("::7f00:1", true),
+            ("::808:808", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.1", true),
+            ("::ffff:169.254.169.254", true),
+            ("::ffff:0.0.0.0", true),
+            ("::ffff:8.8.8.8", false),
+            ("::ffff:1.1.1.1", false),
+            ("::1:0:0:0", true),
+            ("64:ff9b::", true),
+            ("64:ff9b::a00:1", true),
+            ("64:ff9b::808:808", true),
+            ("64:ff9b::ffff:ffff", true),
+            ("64:ff9b:1::", true),
+            ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", true),
+            ("64:ff9b:2::1", true),
+            ("100::", true),
+            ("100::ffff:ffff:ffff:ffff", true),
+            ("100:0:0:1::", true),
+            ("1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2000::", false),
+            ("2000:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2001::", true),
+            ("2001:0:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", true),
+            ("2001:1::1", true),
+            ("2001:2::", true),
+            ("2001:2:0:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:3::1", true),
+            ("2001:10::", true),
+            ("2001:1f:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:20::", true),
+            ("2001:2f:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:200::", false),
+            ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2001:db8::", true),
+            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:db9::", false),
+            ("2001:4860:4860::8888", false),
+            ("2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2002::", true),
+            ("2002:7f00:1::", true),
+            ("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2003::", false),
+            ("2606:4700::1111", false),
+            ("2a00:1450:4001:82a::200e", false),
+            ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("3fff::", true),
+            ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("3fff:1000::", false),
+            ("4000::", true),
+            ("5f00::", true),
+            ("5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("fc00::", true),
+            ("fd00::1", true),
+            ("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("fe80::", true),
+            ("fe80::1", true),
+            ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("fec0::", true),
+            ("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("ff00::", true),
+            ("ff02::1", true),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+        ];
+        for (address, refused) in table {
+            let ip: IpAddr = address.parse().unwrap();
+            let verdict = policy.check(ip);
+            assert_eq!(verdict.is_err(), *refused, "{address}: {verdict:?}");
+            if let Err(why) = verdict {
+                assert!(
+                    why.contains("refused") && why.contains(&ip.to_string()),
+                    "{why}"
+                );
+            }
+            // As a URL host, bracketed for IPv6, the literal check agrees.
+            let host = if ip.is_ipv6() {
+                format!("[{address}]")
+            } else {
+                address.to_string()
+            };
+            assert_eq!(policy.refuses_literal(&host).is_some(), *refused, "{host}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_range_and_the_embedded_address() {
+        let policy = AddressPolicy::default();
+        let why = |ip: &str| policy.check(ip.parse().unwrap()).unwrap_err();
+        assert!(
+            why("::7f00:1").contains("IPv4-compatible"),
+            "{}",
+            why("::7f00:1")
+        );
+        assert!(why("::7f00:1").contains("loopback"), "{}", why("::7f00:1"));
+        assert!(why("::ffff:127.0.0.1").contains("IPv4-mapped form of 127.0.0.1, a loopback"));
+        assert!(
+            why("64:ff9b::a00:1").contains("NAT64"),
+            "{}",
+            why("64:ff9b::a00:1")
+        );
+        assert!(why("64:ff9b::a00:1").contains("10.0.0.1"));
+        assert!(
+            why("2002:7f00:1::").contains("6to4") && why("2002:7f00:1::").contains("127.0.0.1")
+        );
+        assert!(why("2001:0:4136:e378:8000:63bf:3fff:fdd2").contains("Teredo"));
+        assert!(why("2001:0:4136:e378:8000:63bf:3fff:fdd2").contains("192.0.2.45"));
+        assert!(why("169.254.169.254").contains("link-local"));
+        // Names are not literals: they are checked when resolved.
+        assert_eq!(policy.refuses_literal("localhost"), None);
+        assert_eq!(policy.refuses_literal("example.com"), None);
+        assert_eq!(policy.refuses_literal("[not-an-ip]"), None);
+    }
+
+    #[test]
+    fn allow_cidrs_permit_exact_addresses_not_their_embeddings() {
+        let policy = AddressPolicy {
+            allow_cidrs: vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "64:ff9b::a00:1/128".parse().unwrap(),
+            ],
+        };
+        let ok = |ip: &str| policy.check(ip.parse().unwrap()).is_ok();
+        assert!(ok("127.0.0.1"));
+        // The mapped form connects to the embedded address, which is allowed.
+        assert!(ok("::ffff:127.0.0.1"));
+        // The other forms reach another host (a translator, a relay): not allowed by the IPv4 CIDR.
+        assert!(!ok("::7f00:1"));
+        assert!(!ok("64:ff9b::7f00:1"));
+        assert!(!ok("2002:7f00:1::1"));
+        assert!(ok("64:ff9b::a00:1"));
+        assert!(!ok("64:ff9b::a00:2"));
+        assert!(!ok("127.0.0.2"));
+        assert_eq!(policy.refuses_literal("[::ffff:127.0.0.1]"), None);
+        assert!(policy.refuses_literal("[::1]").is_some());
     }
 
     #[test]

@@ -231,7 +231,11 @@ impl fmt::Display for SigningAlg {
 impl FromStr for SigningAlg {
     type Err = JoseError;
 
+    /// The JOSE names, and `Ed25519` (RFC 9864's fully specified name) for EdDSA.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "Ed25519" {
+            return Ok(Self::EdDsa);
+        }
         Self::ALL
             .into_iter()
             .find(|alg| alg.as_str() == s)

@@ -1,6 +1,12 @@
-//! The host's JWS signing keys: generated on first use per algorithm, stored in SQLite, rotated
-//! on demand (the new key signs, retired keys stay published until they expire), published as a
-//! JWKS with each key's self-signed certificate (`x5c`).
+//! The host's JWS signing keys: the current key of each configured algorithm is created at
+//! start-up (others on first use), stored in the store so that every node signs with the same
+//! key and serves the same JWKS, rotated on demand (the new key signs, retired keys stay
+//! published until they expire), published as a JWKS with each key's self-signed certificate
+//! (`x5c`).
+//!
+//! Nodes agree through the store: a key is created only if its algorithm has no current key
+//! there ([`KeyInsert::IfNoCurrent`]), and every node reloads the keys when their change counter
+//! moves ([`KeyManager::reload`]).
 //!
 //! Private keys never leave this module except to be persisted; plugins ask the host to sign.
 
@@ -9,7 +15,7 @@ use std::time::Duration;
 
 use crate::jose::{self, SigningAlg, SigningKey};
 use crate::model::now_unix;
-use crate::store::{Store, StoreError, StoredSigningKey};
+use crate::store::{KeyInsert, Store, StoreError, StoredSigningKey};
 
 /// Why a signing-key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +27,7 @@ pub enum KeyError {
     #[error(transparent)]
     Jose(#[from] jose::JoseError),
     /// The algorithm is not one the host signs with.
-    #[error("unsupported signing algorithm `{0}` (use RS256, PS256, ES256 or EdDSA)")]
+    #[error("unsupported signing algorithm `{0}` (use RS256, PS256, ES256 or EdDSA/Ed25519)")]
     UnsupportedAlg(String),
     /// A blocking task failed.
     #[error("signing task failed: {0}")]
@@ -58,38 +64,32 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    /// Loads the stored keys.
+    /// Loads the stored keys, then makes sure each of `algorithms` has a current key (so a
+    /// receiver that fetches the JWKS ahead of the first delivery finds it).
     pub async fn load(
         store: Arc<Store>,
         subject: String,
         retired_lifetime: Duration,
+        algorithms: &[SigningAlg],
     ) -> Result<Arc<Self>, KeyError> {
-        let stored = store.signing_keys().await?;
-        let mut keys = Vec::new();
-        for row in stored {
-            let alg: SigningAlg = row
-                .alg
-                .parse()
-                .map_err(|_| KeyError::UnsupportedAlg(row.alg.clone()))?;
-            let key = SigningKey::from_parts(
-                row.kid,
-                alg,
-                &row.private_key_pem,
-                row.certificate_pem,
-                row.created_at,
-            )?;
-            keys.push(KeyEntry {
-                key: Arc::new(key),
-                retired_at: row.retired_at,
-            });
-        }
-        Ok(Arc::new(Self {
+        let manager = Arc::new(Self {
+            keys: RwLock::new(read_keys(&store).await?),
             store,
             subject,
             retired_lifetime,
-            keys: RwLock::new(keys),
             generation: tokio::sync::Mutex::new(()),
-        }))
+        });
+        for alg in algorithms {
+            manager.current_key(*alg).await?;
+        }
+        Ok(manager)
+    }
+
+    /// Reads the keys again from the store (another node created or rotated one).
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let keys = read_keys(&self.store).await?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
     }
 
     fn current(&self, alg: SigningAlg) -> Option<Arc<SigningKey>> {
@@ -109,37 +109,40 @@ impl KeyManager {
         if let Some(key) = self.current(alg) {
             return Ok(key);
         }
-        self.generate(alg).await
+        self.generate(alg, KeyInsert::IfNoCurrent).await
     }
 
-    async fn generate(&self, alg: SigningAlg) -> Result<Arc<SigningKey>, KeyError> {
+    /// Creates a key for `alg`: with `IfNoCurrent` only if no node has made one meanwhile.
+    /// Either way the keys are then read back from the store, so this node signs with the key
+    /// every node signs with.
+    async fn generate(&self, alg: SigningAlg, mode: KeyInsert) -> Result<Arc<SigningKey>, KeyError> {
         let subject = self.subject.clone();
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg, &subject, 825))
             .await
             .map_err(|e| KeyError::Task(e.to_string()))??;
-        let key = Arc::new(key);
-        self.store
-            .add_signing_key(StoredSigningKey {
-                kid: key.kid.clone(),
-                alg: alg.to_string(),
-                private_key_pem: key.private_key_pem().to_string(),
-                certificate_pem: key.certificate_pem.clone(),
-                created_at: key.created_at,
-                retired_at: None,
-            })
+        let inserted = self
+            .store
+            .add_signing_key(
+                &StoredSigningKey {
+                    kid: key.kid.clone(),
+                    alg: alg.to_string(),
+                    private_key_pem: key.private_key_pem().to_string(),
+                    certificate_pem: key.certificate_pem.clone(),
+                    created_at: key.created_at,
+                    retired_at: None,
+                },
+                mode,
+            )
             .await?;
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        for entry in keys.iter_mut() {
-            if entry.key.alg == alg && entry.retired_at.is_none() {
-                entry.retired_at = Some(key.created_at);
-            }
+        if inserted {
+            tracing::info!(kid = %key.kid, %alg, "new signing key");
         }
-        keys.push(KeyEntry {
-            key: key.clone(),
-            retired_at: None,
-        });
-        tracing::info!(kid = %key.kid, %alg, "new signing key");
-        Ok(key)
+        self.reload().await?;
+        self.current(alg).ok_or_else(|| {
+            KeyError::Store(StoreError::Conflict(format!(
+                "no current {alg} signing key after creating one"
+            )))
+        })
     }
 
     /// Signs `payload` with the current key of `alg` (`RS256`, `PS256`, `ES256`, `EdDSA`).
@@ -178,7 +181,7 @@ impl KeyManager {
             }
         };
         for alg in algs {
-            self.generate(alg).await?;
+            self.generate(alg, KeyInsert::Rotate).await?;
         }
         self.prune().await?;
         Ok(self.summaries())
@@ -219,4 +222,27 @@ impl KeyManager {
             .collect();
         jose::jwks_document(&live)
     }
+}
+
+/// Every stored key, parsed.
+async fn read_keys(store: &Store) -> Result<Vec<KeyEntry>, KeyError> {
+    let mut keys = Vec::new();
+    for row in store.signing_keys().await? {
+        let alg: SigningAlg = row
+            .alg
+            .parse()
+            .map_err(|_| KeyError::UnsupportedAlg(row.alg.clone()))?;
+        let key = SigningKey::from_parts(
+            row.kid,
+            alg,
+            &row.private_key_pem,
+            row.certificate_pem,
+            row.created_at,
+        )?;
+        keys.push(KeyEntry {
+            key: Arc::new(key),
+            retired_at: row.retired_at,
+        });
+    }
+    Ok(keys)
 }

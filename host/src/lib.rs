@@ -1,8 +1,9 @@
 //! wasmhook: a webhook delivery engine whose authentication and security methods are sandboxed
 //! WebAssembly components.
 //!
-//! Data flows one way: [`api`] → [`store`] → [`dispatch`] → [`pipeline`] (running [`plugins`]) →
-//! [`http`] → [`store`]. See the README's architecture section.
+//! Data flows one way: [`server`] wires [`api`] (thin HTTP) over [`engine`] (the use cases),
+//! which drives [`store`] → [`dispatch`] → [`pipeline`] (running [`plugins`]) → [`http`] →
+//! [`store`]. See the README's architecture section.
 
 pub mod api;
 pub mod cli;
@@ -13,11 +14,14 @@ pub mod engine;
 pub mod http;
 pub mod jose;
 pub mod keys;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod mtls;
 pub mod pipeline;
 pub mod plugins;
+pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod tls;
 

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: wasmhook::cli::ServeArgs) -> Result<(), String> {
     let config = args.into_config().map_err(|e| e.to_string())?;
-    let server = wasmhook::engine::start(config)
+    let server = wasmhook::server::start(config)
         .await
         .map_err(|e| e.to_string())?;
     eprintln!(

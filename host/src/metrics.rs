@@ -36,6 +36,10 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Attempts in flight.
     pub in_flight: Gauge,
+    /// Deliveries this node holds claimed (at most `store.window`).
+    pub held: Gauge,
+    /// Bytes of event bodies held with claimed deliveries.
+    pub held_body_bytes: Gauge,
     /// Tokens fetched from token providers.
     pub token_fetches: Counter,
     /// Step `apply` calls by how they got their instance.
@@ -88,6 +92,18 @@ impl Metrics {
             "Delivery attempts in flight",
             in_flight.clone(),
         );
+        let held = Gauge::default();
+        registry.register(
+            "deliveries_held",
+            "Deliveries this node holds claimed in memory (at most store.window)",
+            held.clone(),
+        );
+        let held_body_bytes = Gauge::default();
+        registry.register(
+            "held_body_bytes",
+            "Bytes of event bodies held with claimed deliveries (at most store.max_held_body_mib)",
+            held_body_bytes.clone(),
+        );
         let token_fetches = Counter::default();
         registry.register(
             "token_fetches",
@@ -114,6 +130,8 @@ impl Metrics {
             attempt_latency,
             queue_depth,
             in_flight,
+            held,
+            held_body_bytes,
             token_fetches,
             plugin_calls,
             plugin_idle_instances,

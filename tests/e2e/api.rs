@@ -258,11 +258,7 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field_and_nothing_is_written() {
     // Nothing half-written: no endpoint was created by any failed request, no event by the batch.
     let (_, listed) = engine.api.get(&endpoints).await;
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
-    let events_in_db: i64 = rusqlite::Connection::open(engine.server.engine.store.path())
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(events_in_db, 0);
+    assert_eq!(engine.count_rows("events").await, 0);
     let (status, _) = engine
         .api
         .post("/v1/tenants", json!({"id": "acme", "name": "again"}))

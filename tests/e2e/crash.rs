@@ -2,99 +2,29 @@
 //! acknowledged reaches the receiver at least once, with its stable `webhook-id`.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{ADMIN, Api, Receiver, Reply};
-
-/// The engine process; killed when dropped so a failing test leaves nothing running.
-struct EngineProcess(Child);
-
-impl Drop for EngineProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for EngineProcess {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for EngineProcess {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-fn spawn_engine(data_dir: &std::path::Path, port: u16) -> EngineProcess {
-    // Endpoints without steps need the operator policy off; the rest comes from flags.
-    let config = data_dir.join("test.toml");
-    std::fs::write(&config, "[plugins]\nrequire_auth_and_security = false\n").unwrap();
-    EngineProcess(
-        Command::new(env!("CARGO_BIN_EXE_wasmhook"))
-            .arg("serve")
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--data-dir", data_dir.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--allow-cidr", "127.0.0.1/32"])
-            .args(["--retry-schedule", "200ms,200ms,200ms"])
-            .env("WASMHOOK_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
-            .env_remove("WASMHOOK_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the wasmhook binary"),
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_healthy(api: &Api, child: &mut EngineProcess) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the engine exited early: {status}");
-        }
-        if let Ok(Ok((200, _))) =
-            tokio::time::timeout(Duration::from_secs(1), try_get(api, "/healthz")).await
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "engine not healthy within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn try_get(api: &Api, path: &str) -> Result<(u16, serde_json::Value), ()> {
-    let api = api.clone();
-    let path = path.to_string();
-    tokio::spawn(async move { api.get(&path).await })
-        .await
-        .map_err(|_| ())
-}
+use crate::support::process::{free_port, spawn_engine};
+use crate::support::{Receiver, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_flight_then_restart_delivers_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![], Reply::Slow(Duration::from_millis(300), 204)).await;
     let port = free_port();
-    let api = Api::new(format!("http://127.0.0.1:{port}"), ADMIN);
+    // On PostgreSQL the restarted process is a new node: the dead one's leases must lapse first.
+    let store = crate::support::store_url().await;
+    let mut flags = vec!["--lease-ttl", "3s"];
+    if let Some(url) = &store {
+        flags.extend(["--store", url.as_str()]);
+    }
 
-    let mut child = spawn_engine(dir.path(), port);
-    wait_healthy(&api, &mut child).await;
+    let mut child = spawn_engine(dir.path(), port, &flags);
+    child.wait_healthy().await;
+    let api = child.api.clone();
     let (status, body) = api
         .post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
@@ -129,8 +59,8 @@ async fn kill_9_mid_flight_then_restart_delivers_every_acknowledged_event() {
         "the kill must happen mid-flight ({before_restart} of {N} already received)"
     );
 
-    let mut child = spawn_engine(dir.path(), port);
-    wait_healthy(&api, &mut child).await;
+    let mut child = spawn_engine(dir.path(), port, &flags);
+    child.wait_healthy().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seen: HashSet<String> = receiver

@@ -4,10 +4,14 @@
 mod support;
 
 mod api;
+mod cluster;
 mod crash;
 mod delivery;
+mod hardening_net;
+mod hardening_input;
 mod methods;
 mod plugin_registry;
 mod plugin_runtime;
 mod plugins;
 mod tls;
+mod window;

@@ -12,7 +12,7 @@ use wasmhook::plugins::{
 
 fn registry(root: &Path) -> Arc<PluginRegistry> {
     let rt = PluginRuntime::new(RuntimeLimits::default()).unwrap();
-    PluginRegistry::new(rt, root.join("cache"), root.join("tenants"))
+    PluginRegistry::new(rt, root.join("cache"))
 }
 
 async fn version_header(
@@ -174,6 +174,18 @@ async fn directory_plugin_replaces_builtin_and_failed_first_load() {
     assert_eq!(st.source, PluginSource::BuiltIn);
 }
 
+/// A persisting step that records what it was asked to keep.
+fn keep(
+    kept: &Arc<std::sync::Mutex<Vec<String>>>,
+    what: &str,
+) -> impl std::future::Future<Output = Result<(), String>> + use<> {
+    let (kept, what) = (kept.clone(), what.to_string());
+    async move {
+        kept.lock().unwrap().push(what);
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_plugins_are_isolated_persisted_and_validated() {
     let v1 = guest_or_skip!("swap_v1");
@@ -181,12 +193,16 @@ async fn tenant_plugins_are_isolated_persisted_and_validated() {
     let bad = guest_or_skip!("bad_import");
     let root = tempfile::tempdir().unwrap();
     let reg = registry(root.path());
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
 
-    let st = reg.put_tenant_plugin("acme", "mine", &v1).await.unwrap();
+    let st = reg
+        .put_tenant_plugin("acme", "mine", &v1, keep(&kept, "acme/mine v1"))
+        .await
+        .unwrap();
     println!("put: {}", serde_json::to_string(&st).unwrap());
     assert_eq!(st.name, "tenant:mine");
     assert_eq!(st.source, PluginSource::Tenant("acme".into()));
-    assert!(root.path().join("tenants/acme/mine.wasm").is_file());
+    assert_eq!(*kept.lock().unwrap(), ["acme/mine v1"]);
     assert_eq!(
         version_header(&reg, "acme", "tenant:mine").await.unwrap(),
         "1"
@@ -208,7 +224,9 @@ async fn tenant_plugins_are_isolated_persisted_and_validated() {
     assert!(reg.resolve("acme", "mine").is_err());
 
     // Replace with v2.
-    reg.put_tenant_plugin("acme", "mine", &v2).await.unwrap();
+    reg.put_tenant_plugin("acme", "mine", &v2, keep(&kept, "acme/mine v2"))
+        .await
+        .unwrap();
     assert_eq!(
         version_header(&reg, "acme", "tenant:mine").await.unwrap(),
         "2"
@@ -216,35 +234,55 @@ async fn tenant_plugins_are_isolated_persisted_and_validated() {
 
     // Refused components are not persisted and say why.
     let err = reg
-        .put_tenant_plugin("acme", "evil", &bad)
+        .put_tenant_plugin("acme", "evil", &bad, keep(&kept, "acme/evil"))
         .await
         .unwrap_err();
     println!("refused: {err}");
     assert!(err.to_string().contains("evil:escape/sockets"));
-    assert!(!root.path().join("tenants/acme/evil.wasm").exists());
     let err = reg
-        .put_tenant_plugin("acme", "Bad_Name", &v1)
+        .put_tenant_plugin("acme", "Bad_Name", &v1, keep(&kept, "bad name"))
         .await
         .unwrap_err();
     println!("bad name: {err}");
-    let err = reg.put_tenant_plugin("../etc", "x", &v1).await.unwrap_err();
+    let err = reg
+        .put_tenant_plugin("../etc", "x", &v1, keep(&kept, "bad tenant"))
+        .await
+        .unwrap_err();
     println!("bad tenant: {err}");
+    assert_eq!(*kept.lock().unwrap(), ["acme/mine v1", "acme/mine v2"]);
 
-    // Persisted: a fresh registry over the same directories loads it (cache hit).
+    // A version that cannot be stored does not go live: v1 keeps serving.
+    let err = reg
+        .put_tenant_plugin("acme", "mine", &v1, async {
+            Err::<(), _>("disk full")
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(
+        version_header(&reg, "acme", "tenant:mine").await.unwrap(),
+        "2"
+    );
+
+    // Stored bytes load into a fresh registry (another node, a restart), and a stored
+    // component that no longer loads is recorded as failed, not fatal.
     let reg2 = registry(root.path());
-    reg2.load_tenant_plugins().await.unwrap();
+    reg2.load_tenant_plugin("acme", "mine", &v2).await;
     assert_eq!(
         version_header(&reg2, "acme", "tenant:mine").await.unwrap(),
         "2"
     );
     assert!(reg2.resolve("globex", "tenant:mine").is_err());
+    reg2.load_tenant_plugin("acme", "broken", &bad).await;
+    let versions = reg2.tenant_plugin_versions();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert!(reg2.resolve("acme", "tenant:broken").is_err());
 
     // Delete.
-    assert!(reg.delete_tenant_plugin("acme", "mine").await.unwrap());
-    assert!(!reg.delete_tenant_plugin("acme", "mine").await.unwrap());
+    assert!(reg.delete_tenant_plugin("acme", "mine").await);
+    assert!(!reg.delete_tenant_plugin("acme", "mine").await);
     assert!(matches!(
         reg.resolve("acme", "tenant:mine"),
         Err(PluginError::NotFound(_))
     ));
-    assert!(!root.path().join("tenants/acme/mine.wasm").exists());
 }

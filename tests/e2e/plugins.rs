@@ -371,7 +371,7 @@ async fn restart_uses_the_compiled_code_cache() {
         let dir = tempfile::tempdir_in(data.path()).unwrap().keep();
         async move {
             let began = Instant::now();
-            let engine = wasmhook::engine::start({
+            let engine = wasmhook::server::start({
                 let mut c = crate::support::test_config(dir);
                 c.plugins.cache_dir = Some(cache);
                 c

@@ -157,7 +157,7 @@ pub async fn create_certificate(
     state
         .engine
         .store
-        .put_client_certificate(record.clone())
+        .put_client_certificate(&record)
         .await?;
     Ok((StatusCode::CREATED, ApiJson(view(&record))))
 }
@@ -209,7 +209,7 @@ pub async fn upload_certificate(
     state
         .engine
         .store
-        .put_client_certificate(record.clone())
+        .put_client_certificate(&record)
         .await?;
     state.engine.tls.client_certificates_changed();
     Ok(ApiJson(view(&record)))

@@ -2,8 +2,10 @@
 //!
 //! Every create and update is validated before anything is stored: the URL, the event type
 //! patterns, each step (the plugin exists and is visible to the tenant, its config passes the
-//! plugin's schema and `validate`), the TLS settings, and the operator's policy. Step configs
-//! hold secrets, so answers show them redacted.
+//! plugin's schema and `validate`), the TLS settings, and the operator's policy. A URL (the
+//! endpoint's, a step's token URL) whose host is an IP literal the outbound address policy refuses
+//! is refused here, at once; host names are checked when they are resolved. Step configs hold
+//! secrets, so answers show them redacted.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,6 +15,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::http::AddressPolicy;
 use crate::model::{Endpoint, EndpointSpec, StepSpec, TlsSettings, new_id, now_unix};
 
 /// Body of `PATCH .../endpoints/{endpoint}`: the fields to change.
@@ -98,6 +101,44 @@ fn check_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// 422 naming `field` when `url`'s host is an IP literal the outbound address policy refuses
+/// (`http.allow_cidrs` applies). Host names pass: they are checked when resolved, before every
+/// connection.
+fn check_destination(policy: &AddressPolicy, field: &str, url: &str) -> Result<(), ApiError> {
+    let Ok(uri) = url.trim().parse::<http::Uri>() else {
+        return Ok(()); // Malformed URLs are reported by the URL checks.
+    };
+    match uri.host().and_then(|host| policy.refuses_literal(host)) {
+        Some(why) => Err(ApiError::invalid(field, why)),
+        None => Ok(()),
+    }
+}
+
+/// [`check_destination`] for the URL of the endpoint and the token URLs of its steps: a
+/// `bearer` step's `provider_config.token_url` (the built-in `oauth2-client-credentials` and
+/// `http-token` providers, and tenant providers following the same convention) and a
+/// `token_url` at the top of a step's config.
+fn check_destinations(policy: &AddressPolicy, spec: &EndpointSpec) -> Result<(), ApiError> {
+    check_destination(policy, "url", &spec.url)?;
+    for (i, step) in spec.steps.iter().enumerate() {
+        let candidates = [
+            (".config.token_url", step.config.get("token_url")),
+            (
+                ".config.provider_config.token_url",
+                step.config
+                    .get("provider_config")
+                    .and_then(|c| c.get("token_url")),
+            ),
+        ];
+        for (suffix, value) in candidates {
+            if let Some(url) = value.and_then(|v| v.as_str()) {
+                check_destination(policy, &format!("steps[{i}]{suffix}"), url)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_event_types(patterns: &[String]) -> Result<(), ApiError> {
     for (i, pattern) in patterns.iter().enumerate() {
         let name = pattern.strip_suffix(".*").unwrap_or(pattern);
@@ -113,6 +154,7 @@ fn check_event_types(patterns: &[String]) -> Result<(), ApiError> {
 
 async fn validate(state: &AppState, tenant: &str, spec: &EndpointSpec) -> Result<(), ApiError> {
     check_url(&spec.url)?;
+    check_destinations(state.engine.http.policy(), spec)?;
     check_event_types(&spec.event_types)?;
     if spec.max_concurrency == Some(0) {
         return Err(ApiError::invalid("max_concurrency", "must be at least 1"));
@@ -179,7 +221,7 @@ pub async fn create_endpoint(
         created_at: now,
         updated_at: now,
     };
-    let stored = state.engine.store.put_endpoint(endpoint).await?;
+    let stored = state.engine.put_endpoint(endpoint).await?;
     Ok((StatusCode::CREATED, ApiJson(view(&stored))))
 }
 
@@ -260,7 +302,7 @@ pub async fn update_endpoint(
         updated_at: now_unix().max(current.updated_at + 1),
         ..(*current).clone()
     };
-    let stored = state.engine.store.put_endpoint(endpoint).await?;
+    let stored = state.engine.put_endpoint(endpoint).await?;
     Ok(ApiJson(view(&stored)))
 }
 
@@ -282,6 +324,47 @@ pub async fn delete_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_literals_name_their_field() {
+        let policy = AddressPolicy::default();
+        let spec = |url: &str, steps: serde_json::Value| -> EndpointSpec {
+            serde_json::from_value(serde_json::json!({"url": url, "steps": steps})).unwrap()
+        };
+        let field = |spec: &EndpointSpec| check_destinations(&policy, spec).unwrap_err().field;
+        for url in [
+            "http://[::7f00:1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://169.254.169.254/latest/meta-data",
+            "https://10.0.0.1:8443/hook",
+        ] {
+            assert_eq!(
+                field(&spec(url, serde_json::json!([]))).as_deref(),
+                Some("url"),
+                "{url}"
+            );
+        }
+        let bearer = serde_json::json!([{"plugin": "api-key", "config": {}}, {"plugin": "bearer", "config": {
+            "provider": "oauth2-client-credentials",
+            "provider_config": {"token_url": "http://10.0.0.1/token", "client_id": "i", "client_secret": "s"}}}]);
+        assert_eq!(
+            field(&spec("https://hooks.example.com/", bearer)).as_deref(),
+            Some("steps[1].config.provider_config.token_url")
+        );
+        let ok = serde_json::json!([{"plugin": "bearer", "config": {
+            "provider": "http-token", "provider_config": {"token_url": "https://auth.example.com/t"}}}]);
+        check_destinations(&policy, &spec("https://93.184.216.34/hook", ok)).unwrap();
+        check_destinations(&policy, &spec("http://localhost/", serde_json::json!([]))).unwrap();
+        let allowing = AddressPolicy {
+            allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+        };
+        check_destinations(
+            &allowing,
+            &spec("http://127.0.0.1:9/", serde_json::json!([])),
+        )
+        .unwrap();
+    }
 
     #[test]
     fn secrets_are_redacted() {

@@ -126,6 +126,12 @@ impl From<StoreError> for ApiError {
                 field: None,
                 message: "the engine is shutting down".into(),
             },
+            StoreError::Unavailable(_) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "store_unavailable",
+                field: None,
+                message: "the database is unavailable; try again".into(),
+            },
             other => ApiError::internal("storage failed", other),
         }
     }

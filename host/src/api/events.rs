@@ -16,7 +16,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::model::{Attempt, Delivery, EventSummary, new_id, now_unix, rfc3339};
-use crate::store::{IngestOutcome, NewEvent};
+use crate::store::NewEvent;
 
 /// Body of `POST .../events`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,6 +108,41 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Whether the JSON text `json` nests arrays and objects at most `max` levels deep (`{}` and
+/// `[]` are one level, a scalar none). A scan of the text, without recursion, that stops at
+/// the first level too deep: serde_json keeps `resource` and `data` as raw text without a depth
+/// limit, but what is stored must stay readable by parsers that have one (128 for serde_json,
+/// including the one that reads the envelope back, and plugins').
+fn within_depth(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Builds the envelope and the deliveries of one event.
 fn prepare(
     state: &AppState,
@@ -133,6 +168,17 @@ fn prepare(
         }
     };
     let data: &RawValue = event.data.as_deref().unwrap_or(&EMPTY_OBJECT);
+    let max_depth = state.engine.config.api.max_json_depth;
+    for (name, value) in [("resource", resource), ("data", data)] {
+        if !within_depth(value.get(), max_depth) {
+            return Err(ApiError::invalid(
+                format!("{field}{name}"),
+                format!(
+                    "is nested more than {max_depth} levels deep (arrays and objects); at most {max_depth} are accepted (api.max_json_depth)"
+                ),
+            ));
+        }
+    }
     let id = new_id("msg");
     let created_at = now_unix();
     let envelope = Envelope {
@@ -166,23 +212,7 @@ async fn ingest(
     key: Option<String>,
     response: serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
-    let count = events.len() as u64;
-    match state
-        .engine
-        .store
-        .ingest(tenant, events, key, response)
-        .await?
-    {
-        IngestOutcome::Created {
-            response,
-            deliveries,
-        } => {
-            state.engine.metrics.events_ingested.inc_by(count);
-            state.engine.dispatcher.enqueue(deliveries);
-            Ok(response)
-        }
-        IngestOutcome::Replayed(response) => Ok(response),
-    }
+    Ok(state.engine.ingest(tenant, events, key, response).await?)
 }
 
 /// Accepts an event: answered once the event and its deliveries are durably stored.
@@ -310,13 +340,43 @@ pub async fn retry_delivery(
     Path((tenant, event, delivery)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
     caller.tenant(&state, &tenant)?;
-    let job = state
-        .engine
-        .store
-        .requeue(&tenant, &event, &delivery)
-        .await?;
+    let job = state.engine.replay(&tenant, &event, &delivery).await?;
     let answer =
         serde_json::json!({"id": job.delivery_id, "status": "pending", "attempts": job.attempts});
-    state.engine.dispatcher.enqueue([job]);
     Ok((StatusCode::ACCEPTED, ApiJson(answer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_depth;
+
+    fn nested(depth: usize) -> String {
+        let mut s = String::new();
+        for i in 0..depth {
+            s.push_str(if i % 2 == 0 { "{\"a\":" } else { "[" });
+        }
+        s.push('1');
+        for i in (0..depth).rev() {
+            s.push(if i % 2 == 0 { '}' } else { ']' });
+        }
+        s
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_outside_strings() {
+        assert!(within_depth("1", 0));
+        assert!(!within_depth("{}", 0));
+        assert!(within_depth("{}", 1));
+        assert!(within_depth(r#"{"a":[1,{"b":2}],"c":{}}"#, 3));
+        assert!(!within_depth(r#"{"a":[1,{"b":2}],"c":{}}"#, 2));
+        assert!(within_depth(&nested(64), 64));
+        assert!(!within_depth(&nested(65), 64));
+        assert!(!within_depth(&nested(10_000), 64));
+        // Brackets in strings, escaped quotes and backslashes do not count.
+        assert!(within_depth(r#"{"a":"[[[[{{{{"}"#, 1));
+        assert!(within_depth(r#"{"a":"\"[[[[","b":"\\","c":"\\\"{{{"}"#, 1));
+        assert!(!within_depth(r#"{"a":"\\",  "b":[[1]]}"#, 2));
+        // Siblings do not add up.
+        assert!(within_depth(r#"[[1],[2],[[3]]]"#, 3));
+    }
 }

@@ -10,6 +10,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::jose::SigningAlg;
+use crate::engine::MasterKeyRotation;
 use crate::keys::KeySummary;
 
 /// The public signing keys (current and recently retired), each with its certificate in `x5c`.
@@ -76,4 +77,24 @@ pub async fn rotate_keys(
         .await
         .map_err(|e| ApiError::internal("rotating keys", e))?;
     Ok(ApiJson(keys))
+}
+
+/// Rotates the master key that seals secrets at rest (step secrets, signing and client private
+/// keys) and seals every stored secret again under the new key, without downtime (operator
+/// only). With a generated key a new one is generated; with a configured key
+/// (`WASMHOOK_MASTER_KEY`, the same on every node) configure the new key as current and the old
+/// one in `secrets.previous_master_keys` on every node first, then call this once.
+#[utoipa::path(post, path = "/v1/secrets/rotate-master", tag = "keys",
+    responses((status = 200, body = MasterKeyRotation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn rotate_master_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<MasterKeyRotation>, ApiError> {
+    caller.require_admin()?;
+    let rotation = state
+        .engine
+        .rotate_master_key()
+        .await
+        .map_err(|e| ApiError::internal("rotating the master key", e))?;
+    Ok(ApiJson(rotation))
 }

@@ -94,12 +94,14 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .routes(routes!(plugins::list_plugins))
         .routes(routes!(plugins::list_tenant_plugins))
         .routes(routes!(
+            plugins::get_tenant_plugin,
             plugins::put_tenant_plugin,
             plugins::delete_tenant_plugin
         ))
         .routes(routes!(keys::jwks))
         .routes(routes!(keys::list_keys))
         .routes(routes!(keys::rotate_keys))
+        .routes(routes!(keys::rotate_master_key))
         .routes(routes!(
             certificates::create_certificate,
             certificates::list_certificates
@@ -131,7 +133,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(
-                serde_json::json!({"status": "ok", "queued": state.engine.dispatcher.queued(), "in_flight": state.engine.dispatcher.in_flight()}),
+                serde_json::json!({"status": "ok", "store": state.engine.store.kind(), "node": state.engine.dispatcher.node(), "held": state.engine.dispatcher.held(), "queued": state.engine.dispatcher.queued(), "in_flight": state.engine.dispatcher.in_flight()}),
             ),
         ),
         Err(e) => (
@@ -154,6 +156,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .metrics
         .in_flight
         .set(engine.dispatcher.in_flight() as i64);
+    engine.metrics.held.set(engine.dispatcher.held() as i64);
+    engine
+        .metrics
+        .held_body_bytes
+        .set(engine.dispatcher.held_body_bytes() as i64);
     state.engine.metrics.token_fetches.inner().store(
         state.engine.pipeline.tokens().fetch_count(),
         std::sync::atomic::Ordering::Relaxed,

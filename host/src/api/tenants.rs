@@ -113,21 +113,6 @@ pub async fn delete_tenant(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     caller.tenant(&state, &tenant)?;
-    state.engine.store.delete_tenant(&tenant).await?;
-    for plugin in state.engine.registry.list(Some(&tenant)) {
-        let name = plugin
-            .name
-            .strip_prefix("tenant:")
-            .unwrap_or(&plugin.name)
-            .to_string();
-        if let Err(e) = state
-            .engine
-            .registry
-            .delete_tenant_plugin(&tenant, &name)
-            .await
-        {
-            tracing::warn!(tenant, plugin = name, error = %e, "could not delete a tenant plugin");
-        }
-    }
+    state.engine.delete_tenant(&tenant).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -626,9 +626,12 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     config.plugins.require_auth_and_security = false;
     println!(
         "wasmhook demo: starting the engine on {}",
-        config.database_path().display()
+        config
+            .store_location()
+            .map(|location| location.redacted())
+            .unwrap_or_default()
     );
-    let server = crate::engine::start(config).await?;
+    let server = crate::server::start(config).await?;
     let url = server.url();
     let api = ApiClient::new(url.clone(), admin.clone());
     let created = api

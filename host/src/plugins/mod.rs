@@ -43,7 +43,11 @@ pub use cache::CacheOutcome;
 pub use check::{CheckReport, check_component};
 pub use engine::{EPOCH_TICK, InstanceReuse, RuntimeLimits};
 pub use error::{LoadError, PluginError};
-pub use registry::{PluginRegistry, PluginSource, PluginState, PluginStatus, validate_plugin_name};
+pub use registry::{
+    MAX_COMPONENT_NESTING, PluginRegistry, PluginSource, PluginState, PluginStatus, QuotaError,
+    StripError, TenantPluginLimits, TenantUploads, custom_section_bytes, strip_custom_sections,
+    validate_plugin_name,
+};
 pub use runtime::{LoadedPlugin, PluginRuntime, WALL_CLOCK_ALLOWANCE, World};
 pub use services::{HostServices, NoHostServices};
 pub use types::{CallContext, HttpRequest, HttpResponse, LogLevel, PluginInfo, PluginKind, Token};

@@ -11,23 +11,227 @@
 //!
 //! A swap replaces an `Arc<LoadedPlugin>`: calls in flight keep the version they resolved.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::cache::write_atomically;
 use super::error::{LoadError, PluginError};
 use super::runtime::{LoadedPlugin, PluginRuntime};
 use super::types::PluginInfo;
 
-/// Largest component accepted from a tenant.
-pub const MAX_TENANT_COMPONENT_BYTES: usize = 32 << 20;
-/// Most plugins one tenant may have.
-pub const MAX_PLUGINS_PER_TENANT: usize = 64;
+/// Limits on tenants' plugins (the `api.*` settings of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantPluginLimits {
+    /// Largest component, in bytes (`api.max_plugin_mib`).
+    pub max_component_bytes: usize,
+    /// Plugins one tenant may have (`api.max_plugins_per_tenant`).
+    pub max_plugins: usize,
+    /// Bytes of all the plugins of one tenant together (`api.max_plugin_bytes_per_tenant_mib`).
+    pub max_total_bytes: usize,
+    /// Uploads received and compiled at once (`api.max_concurrent_uploads`).
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for TenantPluginLimits {
+    /// The defaults of the `api.*` settings.
+    fn default() -> Self {
+        Self::from_config(&crate::config::ApiConfig::default())
+    }
+}
+
+impl TenantPluginLimits {
+    /// The limits `api` sets.
+    pub fn from_config(api: &crate::config::ApiConfig) -> Self {
+        Self {
+            max_component_bytes: api.max_plugin_mib.saturating_mul(1 << 20),
+            max_plugins: api.max_plugins_per_tenant,
+            max_total_bytes: api.max_plugin_bytes_per_tenant_mib.saturating_mul(1 << 20),
+            max_concurrent_uploads: api.max_concurrent_uploads.max(1),
+        }
+    }
+}
+
+/// Admission of tenants' uploads: the limits, and one permit per upload in progress (an upload
+/// holds its component in memory while it is compiled, so only a few run at once).
+#[derive(Debug)]
+pub struct TenantUploads {
+    /// The limits.
+    pub limits: TenantPluginLimits,
+    /// `limits.max_concurrent_uploads` permits.
+    pub permits: tokio::sync::Semaphore,
+}
+
+/// A tenant plugin that would break a [`TenantPluginLimits`] quota.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// The component alone is larger than any plugin may be.
+    #[error(
+        "the component is {size} bytes, above the limit of {limit} bytes per plugin (api.max_plugin_mib)"
+    )]
+    ComponentTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The tenant already has as many plugins as it may.
+    #[error(
+        "the tenant already has {count} plugins, the most it may have (api.max_plugins_per_tenant = {limit}); delete one or replace one of the same name"
+    )]
+    TooManyPlugins {
+        /// Its plugins.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The tenant's plugins together would take more bytes than it may store.
+    #[error(
+        "storing this component ({size} bytes) would bring the tenant's plugins to {total} bytes, above its quota of {limit} bytes (api.max_plugin_bytes_per_tenant_mib)"
+    )]
+    TooManyBytes {
+        /// The component's size.
+        size: usize,
+        /// The tenant's plugins with this one.
+        total: usize,
+        /// The quota.
+        limit: usize,
+    },
+}
+
+/// Why [`strip_custom_sections`] kept the bytes as they are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripError {
+    /// The bytes are not framed as a WebAssembly binary (the compiler says what is wrong).
+    #[error("not a WebAssembly binary")]
+    Malformed,
+    /// Components nested deeper than the stripper follows.
+    #[error("components are nested more than {MAX_COMPONENT_NESTING} levels deep")]
+    TooDeep,
+}
+
+/// Nesting of components (and the modules inside them) that [`strip_custom_sections`] follows.
+pub const MAX_COMPONENT_NESTING: usize = 32;
+
+/// The component (or core module) `bytes` without its custom sections, nor those of the modules
+/// and components nested in it. Custom sections (`name`, `producers`, `component-name`,
+/// `.debug_*`, anything a toolchain or a padder adds) carry nothing the engine runs, so tenant
+/// uploads are stripped before they are compiled, hashed and stored: a padded component costs
+/// neither memory nor quota. Borrowed when there was nothing to strip.
+pub fn strip_custom_sections(bytes: &[u8]) -> Result<Cow<'_, [u8]>, StripError> {
+    if custom_section_bytes(bytes)? == 0 {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    strip_into(bytes, 0, &mut out)?;
+    Ok(Cow::Owned(out))
+}
+
+/// Bytes taken by the custom sections of `bytes` and of what is nested in it (see
+/// [`strip_custom_sections`]).
+pub fn custom_section_bytes(bytes: &[u8]) -> Result<usize, StripError> {
+    count_custom(bytes, 0)
+}
+
+/// Appends `bytes` without custom sections to `out`.
+fn strip_into(bytes: &[u8], depth: usize, out: &mut Vec<u8>) -> Result<(), StripError> {
+    let mut pos = header(bytes)?;
+    let component = bytes[6..8] == [1, 0];
+    out.extend_from_slice(&bytes[..pos]);
+    while pos < bytes.len() {
+        let (id, payload, end) = section(bytes, pos)?;
+        match id {
+            0 => {}
+            // A nested core module (1) or component (4): strip it too.
+            1 | 4 if component => {
+                if depth >= MAX_COMPONENT_NESTING {
+                    return Err(StripError::TooDeep);
+                }
+                let mut inner = Vec::with_capacity(payload.len());
+                strip_into(payload, depth + 1, &mut inner)?;
+                out.push(id);
+                write_u32_leb(out, inner.len() as u32);
+                out.extend_from_slice(&inner);
+            }
+            _ => out.extend_from_slice(&bytes[pos..end]),
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Bytes taken by custom sections in `bytes`, at every level.
+fn count_custom(bytes: &[u8], depth: usize) -> Result<usize, StripError> {
+    let mut pos = header(bytes)?;
+    let component = bytes[6..8] == [1, 0];
+    let mut total = 0;
+    while pos < bytes.len() {
+        let (id, payload, end) = section(bytes, pos)?;
+        match id {
+            0 => total += end - pos,
+            1 | 4 if component => {
+                if depth >= MAX_COMPONENT_NESTING {
+                    return Err(StripError::TooDeep);
+                }
+                total += count_custom(payload, depth + 1)?;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    Ok(total)
+}
+
+/// Checks the preamble (`\0asm` and a version); the position of the first section.
+fn header(bytes: &[u8]) -> Result<usize, StripError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(StripError::Malformed);
+    }
+    // A core module's version is `01 00 00 00`; a component's is `0d 00` with layer `01 00`.
+    Ok(8)
+}
+
+/// The section at `pos`: its id, its payload, and where it ends.
+fn section(bytes: &[u8], pos: usize) -> Result<(u8, &[u8], usize), StripError> {
+    let id = bytes[pos];
+    let (size, payload_at) = read_u32_leb(bytes, pos + 1)?;
+    let end = payload_at
+        .checked_add(size as usize)
+        .filter(|end| *end <= bytes.len())
+        .ok_or(StripError::Malformed)?;
+    Ok((id, &bytes[payload_at..end], end))
+}
+
+/// An unsigned LEB128 `u32` at `at`; with the position after it.
+fn read_u32_leb(bytes: &[u8], at: usize) -> Result<(u32, usize), StripError> {
+    let mut value: u64 = 0;
+    for i in 0..5 {
+        let b = *bytes.get(at + i).ok_or(StripError::Malformed)?;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return u32::try_from(value)
+                .map(|v| (v, at + i + 1))
+                .map_err(|_| StripError::Malformed);
+        }
+    }
+    Err(StripError::Malformed)
+}
+
+fn write_u32_leb(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
 
 /// Where a plugin comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,6 +285,8 @@ struct Slot {
     status: PluginStatus,
     /// sha256 of bytes that failed to load (not retried until they change).
     failed_sha256: Option<String>,
+    /// Size of the latest version (tenant plugins: what counts against the tenant's quota).
+    component_bytes: usize,
 }
 
 impl Slot {
@@ -104,6 +310,7 @@ impl Slot {
             },
             plugin: Some(plugin),
             failed_sha256: None,
+            component_bytes: 0,
         }
     }
 
@@ -138,6 +345,7 @@ impl Slot {
                     path,
                 },
                 failed_sha256: Some(sha),
+                component_bytes: 0,
             },
         }
     }
@@ -167,10 +375,11 @@ struct Tables {
 pub struct PluginRegistry {
     pub(crate) runtime: Arc<PluginRuntime>,
     cache_dir: PathBuf,
-    tenant_dir: PathBuf,
     tables: RwLock<Tables>,
-    /// Serialises tenant uploads/deletes (file + table stay consistent).
+    /// Serialises tenant uploads/deletes (store + table stay consistent).
     tenant_ops: tokio::sync::Mutex<()>,
+    /// Limits and permits of tenant uploads (set once: [`Self::tenant_uploads`]).
+    uploads: OnceLock<TenantUploads>,
     /// Incremented each time the directory loader has processed a batch of changes.
     pub(crate) watch_generation: tokio::sync::watch::Sender<u64>,
 }
@@ -179,7 +388,6 @@ impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRegistry")
             .field("cache_dir", &self.cache_dir)
-            .field("tenant_dir", &self.tenant_dir)
             .finish_non_exhaustive()
     }
 }
@@ -245,15 +453,14 @@ pub(crate) fn directory_plugin_name(path: &Path) -> Option<String> {
 }
 
 impl PluginRegistry {
-    /// A registry using `runtime`, caching compiled code in `cache_dir` and persisting tenant
-    /// plugins under `tenant_dir/<tenant>/<name>.wasm`.
-    pub fn new(runtime: Arc<PluginRuntime>, cache_dir: PathBuf, tenant_dir: PathBuf) -> Arc<Self> {
+    /// A registry using `runtime` and caching compiled code in `cache_dir`.
+    pub fn new(runtime: Arc<PluginRuntime>, cache_dir: PathBuf) -> Arc<Self> {
         Arc::new(PluginRegistry {
             runtime,
             cache_dir,
-            tenant_dir,
             tables: RwLock::new(Tables::default()),
             tenant_ops: tokio::sync::Mutex::new(()),
+            uploads: OnceLock::new(),
             watch_generation: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -482,138 +689,103 @@ impl PluginRegistry {
 
     // ---- tenant plugins ----
 
-    fn tenant_path(&self, tenant: &str, name: &str) -> PathBuf {
-        self.tenant_dir.join(tenant).join(format!("{name}.wasm"))
+    /// The limits and permits of tenant uploads: the first call's `limits` hold for the life of
+    /// the registry (the engine's configuration does not change while it runs). Until then,
+    /// [`TenantPluginLimits::default`] applies.
+    pub fn tenant_uploads(&self, limits: impl FnOnce() -> TenantPluginLimits) -> &TenantUploads {
+        self.uploads.get_or_init(|| {
+            let limits = limits();
+            TenantUploads {
+                limits,
+                permits: tokio::sync::Semaphore::new(limits.max_concurrent_uploads),
+            }
+        })
     }
 
-    /// Loads every tenant plugin persisted under `tenant_dir/<tenant>/<name>.wasm` (at
-    /// start-up). A plugin that fails to load is recorded as `failed` (and logged); only an
-    /// unreadable tenant directory is an error.
-    pub async fn load_tenant_plugins(&self) -> Result<(), LoadError> {
-        let tenants = match std::fs::read_dir(&self.tenant_dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(LoadError::io(
-                    format!(
-                        "reading tenant plugin directory {}",
-                        self.tenant_dir.display()
-                    ),
-                    &e,
-                ));
-            }
-        };
-        let _guard = self.tenant_ops.lock().await;
-        for tenant_entry in tenants.flatten() {
-            let Some(tenant) = tenant_entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if validate_tenant(&tenant).is_err() || !tenant_entry.path().is_dir() {
-                continue;
-            }
-            let Ok(files) = std::fs::read_dir(tenant_entry.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let path = file.path();
-                let Some(name) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".wasm"))
-                    .map(str::to_string)
-                else {
-                    continue;
-                };
-                if validate_plugin_name(&name).is_err() {
-                    continue;
-                }
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant, plugin = %name, error = %e, "cannot read tenant plugin");
-                        continue;
-                    }
-                };
-                let full = format!("tenant:{name}");
-                let slot = match self
-                    .runtime
-                    .load(&full, &bytes, Some(&self.cache_dir))
-                    .await
-                {
-                    Ok(p) => Slot::ready(full, PluginSource::Tenant(tenant.clone()), p, Some(path)),
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant, plugin = %name, error = %e, "tenant plugin failed to load");
-                        let sha = hex::encode(Sha256::digest(&bytes));
-                        Slot::failed(
-                            None,
-                            full,
-                            PluginSource::Tenant(tenant.clone()),
-                            &e,
-                            sha,
-                            Some(path),
-                        )
-                    }
-                };
-                self.write()
-                    .tenants
-                    .entry(tenant.clone())
-                    .or_default()
-                    .insert(name, slot);
+    fn tenant_limits(&self) -> TenantPluginLimits {
+        self.uploads.get().map(|u| u.limits).unwrap_or_default()
+    }
+
+    /// Whether `tenant` may store a component of `size` bytes as plugin `name` (replacing its
+    /// current version, if any). [`Self::put_tenant_plugin`] checks the same while it holds the
+    /// tenants' lock; this lets callers refuse early (before reading a body, before compiling).
+    pub fn check_tenant_quota(
+        &self,
+        tenant: &str,
+        name: &str,
+        size: Option<usize>,
+    ) -> Result<(), QuotaError> {
+        let limits = self.tenant_limits();
+        if let Some(size) = size
+            && size > limits.max_component_bytes
+        {
+            return Err(QuotaError::ComponentTooLarge {
+                size,
+                limit: limits.max_component_bytes,
+            });
+        }
+        let t = self.read();
+        let plugins = t.tenants.get(tenant);
+        let exists = plugins.is_some_and(|m| m.contains_key(name));
+        let count = plugins.map_or(0, |m| m.len());
+        if !exists && count >= limits.max_plugins {
+            return Err(QuotaError::TooManyPlugins {
+                count,
+                limit: limits.max_plugins,
+            });
+        }
+        if let Some(size) = size {
+            let others: usize = plugins.map_or(0, |m| {
+                m.iter()
+                    .filter(|(n, _)| n.as_str() != name)
+                    .map(|(_, slot)| slot.component_bytes)
+                    .sum()
+            });
+            let total = others.saturating_add(size);
+            if total > limits.max_total_bytes {
+                return Err(QuotaError::TooManyBytes {
+                    size,
+                    total,
+                    limit: limits.max_total_bytes,
+                });
             }
         }
         Ok(())
     }
+    //
+    // The registry only keeps tenant plugins live; where their bytes are kept (the store, so
+    // that every node loads them) is the caller's business: `put_tenant_plugin` takes the
+    // persisting step as a future it runs between compiling and going live.
 
-    /// Validates and loads a tenant's component, then persists it atomically under
-    /// `tenant_dir/<tenant>/<name>.wasm` and makes it live as `tenant:<name>` (replacing an
-    /// older version). A refused component is not persisted; the error says why.
-    pub async fn put_tenant_plugin(
+    /// Validates and compiles a tenant's component, runs `persist` (the component is stored
+    /// only once it is known good), then makes it live as `tenant:<name>` (replacing an older
+    /// version). A refused component is neither persisted nor live; the error says why.
+    pub async fn put_tenant_plugin<E: std::fmt::Display>(
         &self,
         tenant: &str,
         name: &str,
         bytes: &[u8],
+        persist: impl std::future::Future<Output = Result<(), E>>,
     ) -> Result<PluginStatus, LoadError> {
         validate_tenant(tenant)?;
         validate_plugin_name(name)?;
-        if bytes.len() > MAX_TENANT_COMPONENT_BYTES {
-            return Err(LoadError::Limit(format!(
-                "component of {} bytes is above the limit of {} bytes",
-                bytes.len(),
-                MAX_TENANT_COMPONENT_BYTES
-            )));
-        }
+        self.check_tenant_quota(tenant, name, Some(bytes.len()))
+            .map_err(|e| LoadError::Limit(e.to_string()))?;
         let _guard = self.tenant_ops.lock().await;
-        {
-            let t = self.read();
-            let count = t.tenants.get(tenant).map_or(0, |m| m.len());
-            let exists = t.tenants.get(tenant).is_some_and(|m| m.contains_key(name));
-            if !exists && count >= MAX_PLUGINS_PER_TENANT {
-                return Err(LoadError::Limit(format!(
-                    "a tenant may have at most {MAX_PLUGINS_PER_TENANT} plugins"
-                )));
-            }
-        }
+        // Again under the lock: another upload of this tenant may have finished meanwhile.
+        self.check_tenant_quota(tenant, name, Some(bytes.len()))
+            .map_err(|e| LoadError::Limit(e.to_string()))?;
         let full = format!("tenant:{name}");
         let plugin = self
             .runtime
             .load(&full, bytes, Some(&self.cache_dir))
             .await?;
-        let dir = self.tenant_dir.join(tenant);
-        let path = self.tenant_path(tenant, name);
-        let (d, p, owned) = (dir.clone(), path.clone(), bytes.to_vec());
-        tokio::task::spawn_blocking(move || write_atomically(&d, &p, &owned))
-            .await
-            .map_err(|e| LoadError::Io {
-                context: format!("writing {}", path.display()),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| LoadError::io(format!("writing {}", path.display()), &e))?;
-        let slot = Slot::ready(
-            full,
-            PluginSource::Tenant(tenant.to_string()),
-            plugin,
-            Some(path),
-        );
+        persist.await.map_err(|e| LoadError::Io {
+            context: format!("storing tenant plugin {full}"),
+            reason: e.to_string(),
+        })?;
+        let mut slot = Slot::ready(full, PluginSource::Tenant(tenant.to_string()), plugin, None);
+        slot.component_bytes = bytes.len();
         let status = slot.status.clone();
         self.write()
             .tenants
@@ -624,17 +796,65 @@ impl PluginRegistry {
         Ok(status)
     }
 
-    /// Deletes tenant plugin `name` (file and live version). `Ok(false)` if there was none.
-    pub async fn delete_tenant_plugin(&self, tenant: &str, name: &str) -> Result<bool, LoadError> {
-        validate_tenant(tenant)?;
-        validate_plugin_name(name)?;
+    /// Makes a stored tenant plugin live (at start-up, or when another node uploaded it). A
+    /// component that fails to load is recorded as `failed` (the previous good version, if
+    /// any, keeps serving) and logged.
+    pub async fn load_tenant_plugin(&self, tenant: &str, name: &str, bytes: &[u8]) {
+        if validate_tenant(tenant).is_err() || validate_plugin_name(name).is_err() {
+            tracing::warn!(
+                tenant,
+                plugin = name,
+                "ignoring a stored tenant plugin with an invalid name"
+            );
+            return;
+        }
         let _guard = self.tenant_ops.lock().await;
-        let path = self.tenant_path(tenant, name);
-        let file_existed = match std::fs::remove_file(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(LoadError::io(format!("removing {}", path.display()), &e)),
-        };
+        let full = format!("tenant:{name}");
+        let source = PluginSource::Tenant(tenant.to_string());
+        match self.runtime.load(&full, bytes, Some(&self.cache_dir)).await {
+            Ok(plugin) => {
+                let mut slot = Slot::ready(full, source, plugin, None);
+                slot.component_bytes = bytes.len();
+                self.write()
+                    .tenants
+                    .entry(tenant.to_string())
+                    .or_default()
+                    .insert(name.to_string(), slot);
+            }
+            Err(e) => {
+                tracing::warn!(tenant, plugin = name, error = %e, "tenant plugin failed to load");
+                let sha = hex::encode(Sha256::digest(bytes));
+                let mut t = self.write();
+                let plugins = t.tenants.entry(tenant.to_string()).or_default();
+                let previous = plugins.remove(name);
+                let mut slot = Slot::failed(previous, full, source, &e, sha, None);
+                slot.component_bytes = bytes.len();
+                plugins.insert(name.to_string(), slot);
+            }
+        }
+    }
+
+    /// The tenant plugins known here: (tenant, name, sha256 of the latest version seen, loaded
+    /// or failed). What the store holds is compared with this to see what changed.
+    pub fn tenant_plugin_versions(&self) -> Vec<(String, String, String)> {
+        let t = self.read();
+        let mut versions = Vec::new();
+        for (tenant, plugins) in &t.tenants {
+            for (name, slot) in plugins {
+                let sha = slot
+                    .failed_sha256
+                    .clone()
+                    .or_else(|| slot.status.sha256.clone())
+                    .unwrap_or_default();
+                versions.push((tenant.clone(), name.clone(), sha));
+            }
+        }
+        versions
+    }
+
+    /// Takes tenant plugin `name` out of service. `false` if there was none.
+    pub async fn delete_tenant_plugin(&self, tenant: &str, name: &str) -> bool {
+        let _guard = self.tenant_ops.lock().await;
         let mut t = self.write();
         let was_loaded = t
             .tenants
@@ -644,6 +864,89 @@ impl PluginRegistry {
         if t.tenants.get(tenant).is_some_and(|m| m.is_empty()) {
             t.tenants.remove(tenant);
         }
-        Ok(file_existed || was_loaded)
+        was_loaded
+    }
+
+    /// Takes every plugin of `tenant` out of service (the tenant was deleted).
+    pub async fn forget_tenant(&self, tenant: &str) {
+        let _guard = self.tenant_ops.lock().await;
+        self.write().tenants.remove(tenant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![id];
+        write_u32_leb(&mut out, payload.len() as u32);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn custom(name: &str, size: usize) -> Vec<u8> {
+        let mut payload = vec![name.len() as u8];
+        payload.extend_from_slice(name.as_bytes());
+        payload.resize(payload.len() + size, 0xaa);
+        section(0, &payload)
+    }
+
+    const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+    const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn custom_sections_are_stripped_at_every_level() {
+        let types = section(1, &[1, 0x60, 0, 0]); // a core type section: one `func() -> ()`
+        let module = [
+            MODULE,
+            &custom("name", 10),
+            &types,
+            &custom(".debug_info", 300),
+        ]
+        .concat();
+        let clean_module = [MODULE, &types[..]].concat();
+        assert_eq!(custom_section_bytes(&module).unwrap(), 17 + 315);
+        assert_eq!(strip_custom_sections(&module).unwrap(), clean_module);
+        let component = [
+            COMPONENT,
+            &custom("component-name", 5),
+            &section(1, &module),
+            &section(7, &[0]),
+            &custom("padding", 200_000),
+        ]
+        .concat();
+        let clean = [COMPONENT, &section(1, &clean_module), &section(7, &[0])].concat();
+        assert_eq!(strip_custom_sections(&component).unwrap(), clean);
+        // Nothing to strip: the same bytes, borrowed.
+        assert!(matches!(
+            strip_custom_sections(&clean).unwrap(),
+            Cow::Borrowed(b) if b == clean.as_slice()
+        ));
+        // Not WebAssembly, truncated, or nested beyond the limit.
+        assert_eq!(
+            strip_custom_sections(b"garbage"),
+            Err(StripError::Malformed)
+        );
+        assert_eq!(
+            strip_custom_sections(&component[..component.len() - 1]),
+            Err(StripError::Malformed)
+        );
+        let mut nested = [COMPONENT, &custom("x", 1)].concat();
+        for _ in 0..=MAX_COMPONENT_NESTING {
+            nested = [COMPONENT, &section(4, &nested)].concat();
+        }
+        assert_eq!(strip_custom_sections(&nested), Err(StripError::TooDeep));
+    }
+
+    #[test]
+    fn leb128_round_trips() {
+        for v in [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
+            let mut out = Vec::new();
+            write_u32_leb(&mut out, v);
+            assert_eq!(read_u32_leb(&out, 0).unwrap(), (v, out.len()));
+        }
+        assert!(read_u32_leb(&[0x80, 0x80, 0x80, 0x80, 0x80, 0], 0).is_err());
+        assert!(read_u32_leb(&[0xff, 0xff, 0xff, 0xff, 0x1f], 0).is_err());
     }
 }

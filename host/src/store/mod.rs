@@ -1,367 +1,316 @@
-//! Durable state in one SQLite file (WAL): tenants, endpoints, events, deliveries, attempts,
-//! idempotency keys, signing keys and client certificates.
+//! Durable state: tenants, endpoints, events, deliveries, attempts, idempotency keys, signing
+//! keys, client certificates and tenant plugins, behind one narrow interface ([`Backend`]) with
+//! two implementations:
 //!
-//! The store is a narrow facade so that another backend (PostgreSQL, with
-//! `FOR UPDATE SKIP LOCKED` leasing for several hosts) can replace it:
-//! - every write goes through the one [`writer::Writer`] thread, which commits in groups;
-//! - reads use a small pool of read-only connections on blocking threads;
-//! - tenants and endpoints are also kept in memory ([`Directory`]), updated after each commit, so
-//!   the hot path (authenticating a call, fanning an event out) reads no database.
+//! - [`sqlite`]: one file (WAL), one writer thread that commits in groups, the data directory's
+//!   lock (one node). The zero-setup default.
+//! - [`postgres`]: one database shared by every node, deliveries claimed with
+//!   `FOR UPDATE SKIP LOCKED` under leases, writes batched, LISTEN/NOTIFY wake-ups.
 //!
-//! One process owns a data directory at a time (an exclusive lock on `<data_dir>/lock`). When it
-//! dies, even by `kill -9`, the operating system releases the lock, and the next process takes
-//! over every delivery still pending: that is the lease of a crashed process expiring.
+//! Nothing outside this module sees a connection, SQL, a file path or a backend's error type.
+//!
+//! **Leases.** A delivery row carries its next attempt time and a lease (owner node, expiry). A
+//! node claims due deliveries in batches ([`Backend::claim`]), or at insert time for what it
+//! ingests itself, renews its leases by heartbeat ([`Backend::renew_leases`]) and releases them
+//! when it stops. A lease that lapsed (its node died) is cleared by the next claim of any node,
+//! and the delivery is claimed again when due.
+//!
+//! **Agreement.** Every write to what all nodes must agree on (tenants, endpoints, signing keys,
+//! client certificates, tenant plugins) moves a change counter ([`Revisions`]) in the same
+//! transaction; nodes compare the counters with what they loaded and reload what moved.
+//!
+//! [`Store`] is the facade the engine holds: the backend plus the in-memory [`Directory`] kept
+//! in step with this node's own writes.
 
-mod schema;
-pub mod writer;
+mod directory;
+mod error;
+mod location;
+pub mod postgres;
+pub mod sqlite;
+mod types;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+pub use directory::Directory;
+pub use error::StoreError;
+pub use location::{StoreLocation, redact_url};
+pub use types::*;
 
 use crate::config::Synchronous;
-use crate::model::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSpec, EventSummary, Tenant, now_millis,
-    now_unix,
-};
-pub use writer::{Writer, WriterThread};
+use crate::secrets::{SecretPath, Sealer};
+use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// SQLite refused an operation.
-    #[error("database error: {0}")]
-    Sqlite(String),
-    /// A batch could not be committed; none of its writes happened.
-    #[error("database commit failed: {0}")]
-    Commit(String),
-    /// The writer thread has stopped (shutting down).
-    #[error("the store is shutting down")]
-    WriterGone,
-    /// A migration failed or the schema is newer than this binary.
-    #[error("database schema: {0}")]
-    Schema(String),
-    /// The database could not be opened.
-    #[error("cannot open database {path}: {reason}")]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// Another process owns the data directory.
-    #[error(
-        "data directory {0} is in use by another wasmhook process (lock held on its `lock` file)"
-    )]
-    Locked(PathBuf),
-    /// The thing asked for does not exist (or belongs to another tenant).
-    #[error("{what} `{id}` not found")]
-    NotFound {
-        /// Kind of thing.
-        what: &'static str,
-        /// Its id.
-        id: String,
-    },
-    /// The request conflicts with the current state.
-    #[error("{0}")]
-    Conflict(String),
-}
+/// Called once an attempt's record is committed (or failed to be).
+pub type RecordDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e.to_string())
+/// A storage backend. Every method is one use of the database; none hands out a connection.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `sqlite` or `postgres` (for logs and `/metrics`).
+    fn kind(&self) -> &'static str;
+
+    /// True when several nodes share this store (claims, leases and endpoint slots then
+    /// coordinate through it).
+    fn shared(&self) -> bool;
+
+    /// Wake-ups pushed by the database (new work, changes), where the backend has them.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
     }
+
+    /// Grouping counters of the writes.
+    fn write_stats(&self) -> WriteStats;
+
+    /// Waits until every write submitted so far (attempt records included) is committed.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    // ---- agreement -------------------------------------------------------------------------
+
+    /// The change counters.
+    async fn revisions(&self) -> Result<Revisions, StoreError>;
+
+    /// Every tenant and endpoint.
+    async fn directory_rows(&self) -> Result<DirectoryRows, StoreError>;
+
+    // ---- tenants and endpoints ---------------------------------------------------------------
+
+    /// Creates a tenant whose token hashes to `token_hash`; `Conflict` if the id is taken.
+    async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<(), StoreError>;
+
+    /// Deletes a tenant and everything it owns; `false` if there was none.
+    async fn delete_tenant(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Inserts or replaces an endpoint.
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
+
+    /// Deletes an endpoint; its pending deliveries become dead. `false` if there was none.
+    async fn delete_endpoint(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    // ---- events and deliveries ---------------------------------------------------------------
+
+    /// Stores events and their deliveries in one transaction, honouring the idempotency key
+    /// (a repeat on any node returns the first answer), and leases the first
+    /// `request.claim` new deliveries to `request.lease.owner`.
+    async fn ingest(&self, request: IngestRequest) -> Result<IngestOutcome, StoreError>;
+
+    /// Queues an attempt's record and the delivery's new state without waiting for the commit;
+    /// `done` gets the result.
+    fn record_attempt(&self, record: AttemptRecord, done: RecordDone);
+
+    /// Marks a delivery dead without an attempt (its endpoint is gone or disabled); clears its
+    /// lease.
+    async fn mark_dead(&self, delivery_id: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Puts a delivered or dead delivery back in the queue (replay), starting a new retry round,
+    /// leased to `lease.owner`. `Conflict` while it is still pending.
+    async fn requeue(
+        &self,
+        tenant: &str,
+        event: &str,
+        delivery: &str,
+        lease: &Lease,
+    ) -> Result<PendingDelivery, StoreError>;
+
+    /// Clears lapsed leases (their node died), then leases up to `request.limit` pending
+    /// deliveries due before `request.due_before_ms` that nobody holds, oldest due first.
+    /// Bodies are not loaded.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<PendingDelivery>, StoreError>;
+
+    /// Extends every lease `lease.owner` holds to `lease.expires_at_ms`; returns how many.
+    async fn renew_leases(&self, lease: &Lease) -> Result<u64, StoreError>;
+
+    /// Releases `owner`'s leases (all of them, or only `deliveries`) so any node may claim them.
+    async fn release_leases(
+        &self,
+        owner: &str,
+        deliveries: Option<&[String]>,
+    ) -> Result<u64, StoreError>;
+
+    /// The envelope of an event (loaded when an attempt is sent).
+    async fn event_body(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Takes one of an endpoint's `max` cluster-wide attempt slots for `lease.owner` until
+    /// `lease.expires_at_ms`; `None` when all are taken. Only called when [`Backend::shared`].
+    async fn acquire_endpoint_slot(
+        &self,
+        endpoint_id: &str,
+        max: u32,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> Result<Option<u32>, StoreError>;
+
+    /// Gives a slot back.
+    async fn release_endpoint_slot(
+        &self,
+        endpoint_id: &str,
+        slot: u32,
+        owner: &str,
+    ) -> Result<(), StoreError>;
+
+    // ---- reads for the API -------------------------------------------------------------------
+
+    /// One event of a tenant.
+    async fn event(&self, tenant: &str, event: &str) -> Result<EventSummary, StoreError>;
+
+    /// The deliveries of one event of a tenant.
+    async fn deliveries_of_event(
+        &self,
+        tenant: &str,
+        event: &str,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// The attempts of one delivery of a tenant's event.
+    async fn attempts_of_delivery(
+        &self,
+        tenant: &str,
+        event: &str,
+        delivery: &str,
+    ) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Deliveries waiting (for `/metrics`).
+    async fn count_pending(&self) -> Result<u64, StoreError>;
+
+    // ---- signing keys ------------------------------------------------------------------------
+
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+
+    /// Adds a signing key (see [`KeyInsert`]); `false` when `IfNoCurrent` found a current key.
+    async fn add_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        mode: KeyInsert,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces the stored private key of signing key `key.kid` (re-sealing under a new master
+    /// key); moves the keys revision.
+    async fn replace_signing_key_secret(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+
+    /// Deletes keys retired before `cutoff` (unix seconds).
+    async fn prune_signing_keys(&self, cutoff: i64) -> Result<u64, StoreError>;
+
+    // ---- client certificates -----------------------------------------------------------------
+
+    /// Inserts or replaces a client certificate record.
+    async fn put_client_certificate(
+        &self,
+        record: &StoredClientCertificate,
+    ) -> Result<(), StoreError>;
+
+    /// The tenant's client certificate records, oldest first.
+    async fn client_certificates(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<StoredClientCertificate>, StoreError>;
+
+    /// One client certificate record of a tenant (`NotFound` otherwise).
+    async fn client_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<StoredClientCertificate, StoreError>;
+
+    /// Deletes a client certificate record; `false` if there was none.
+    async fn delete_client_certificate(&self, tenant: &str, id: &str)
+    -> Result<bool, StoreError>;
+
+    // ---- tenant plugins ----------------------------------------------------------------------
+
+    /// Inserts or replaces a tenant plugin's component.
+    async fn put_tenant_plugin(&self, plugin: &StoredPlugin) -> Result<(), StoreError>;
+
+    /// Deletes a tenant plugin; `false` if there was none.
+    async fn delete_tenant_plugin(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Every tenant plugin, without bytes.
+    async fn tenant_plugins(&self) -> Result<Vec<StoredPluginInfo>, StoreError>;
+
+    /// One tenant plugin with its bytes.
+    async fn tenant_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<StoredPlugin>, StoreError>;
 }
 
-/// A delivery the dispatcher should attempt at `due_ms`.
+/// How to open the store.
 #[derive(Debug, Clone)]
-pub struct PendingDelivery {
-    /// `dlv_…`.
-    pub delivery_id: String,
-    /// The event; also the `webhook-id`.
-    pub event_id: String,
-    /// The event's type.
-    pub event_type: String,
-    /// The endpoint.
-    pub endpoint_id: String,
-    /// The tenant.
-    pub tenant_id: String,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// Attempts made before the current round (a replay starts a new round).
-    pub round_start: u32,
-    /// Unix milliseconds of the next attempt.
-    pub due_ms: i64,
-    /// The JSON envelope.
-    pub body: Arc<[u8]>,
+pub struct OpenOptions {
+    /// Seals secrets before they reach the backend and unseals what it returns.
+    pub sealer: Sealer,
+    /// Which backend, where.
+    pub location: StoreLocation,
+    /// The data directory (SQLite takes its lock).
+    pub data_dir: std::path::PathBuf,
+    /// Writes grouped into one transaction at most.
+    pub max_batch: usize,
+    /// SQLite's `synchronous`.
+    pub synchronous: Synchronous,
+    /// PostgreSQL connections in the pool.
+    pub pool_size: usize,
 }
 
-/// An event to insert with its deliveries.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// `msg_…`.
-    pub id: String,
-    /// Event type.
-    pub event_type: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// The JSON envelope, delivered as is.
-    pub body: Arc<[u8]>,
-    /// Endpoints that get a delivery.
-    pub endpoint_ids: Vec<String>,
-}
-
-/// Result of an ingest.
-#[derive(Debug)]
-pub enum IngestOutcome {
-    /// Stored now: the answer, and the deliveries to schedule.
-    Created {
-        /// The API's answer, also stored under the idempotency key.
-        response: serde_json::Value,
-        /// New deliveries.
-        deliveries: Vec<PendingDelivery>,
-    },
-    /// The idempotency key was seen before: the first answer.
-    Replayed(serde_json::Value),
-}
-
-/// The outcome of one attempt, to record.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    /// The delivery.
-    pub delivery_id: String,
-    /// Attempt number (1-based).
-    pub attempt: u32,
-    /// Unix milliseconds.
-    pub started_at_ms: i64,
-    /// HTTP status, if any.
-    pub status_code: Option<u16>,
-    /// Duration.
-    pub latency_ms: u64,
-    /// Error text, if it failed.
-    pub error: Option<String>,
-    /// First bytes of the response.
-    pub response_snippet: Option<String>,
-    /// The delivery's state after this attempt.
-    pub new_status: DeliveryStatus,
-    /// When pending: the next attempt.
-    pub next_attempt_at: Option<i64>,
-}
-
-/// A stored JWS signing key (private part included: for the host's own use only).
-#[derive(Clone)]
-pub struct StoredSigningKey {
-    /// Key id.
-    pub kid: String,
-    /// JOSE algorithm name.
-    pub alg: String,
-    /// PKCS#8 PEM.
-    pub private_key_pem: String,
-    /// Self-signed certificate PEM.
-    pub certificate_pem: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds when a newer key took over.
-    pub retired_at: Option<i64>,
-}
-
-/// A stored client certificate record (private part included: for the host's own use only).
-#[derive(Clone)]
-pub struct StoredClientCertificate {
-    /// `cc_…`.
-    pub id: String,
-    /// Owner.
-    pub tenant_id: String,
-    /// Name given by the tenant.
-    pub name: String,
-    /// The key; never leaves the host.
-    pub private_key_pem: String,
-    /// The CSR, when the key was generated here.
-    pub csr_pem: Option<String>,
-    /// The signed certificate (chain), once uploaded.
-    pub certificate_pem: Option<String>,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub updated_at: i64,
-}
-
-/// In-memory copy of tenants and endpoints, updated after each committed change.
-#[derive(Default)]
-pub struct Directory {
-    tenants: HashMap<String, Tenant>,
-    tenant_by_token_hash: HashMap<String, String>,
-    endpoints: HashMap<String, Arc<Endpoint>>,
-    /// Each tenant's endpoints, oldest first (the same `Arc`s as in `endpoints`): an event's
-    /// fan-out walks this list without a lookup per endpoint.
-    endpoints_by_tenant: HashMap<String, Vec<Arc<Endpoint>>>,
-}
-
-impl Directory {
-    /// The tenant, if it exists.
-    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
-        self.tenants.get(id)
-    }
-
-    /// The tenant whose token hashes to `hash`.
-    pub fn tenant_by_token_hash(&self, hash: &str) -> Option<&Tenant> {
-        self.tenant_by_token_hash
-            .get(hash)
-            .and_then(|id| self.tenants.get(id))
-    }
-
-    /// Every tenant, by id.
-    pub fn tenants(&self) -> Vec<Tenant> {
-        let mut all: Vec<Tenant> = self.tenants.values().cloned().collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
-    }
-
-    /// The endpoint, if it exists.
-    pub fn endpoint(&self, id: &str) -> Option<Arc<Endpoint>> {
-        self.endpoints.get(id).cloned()
-    }
-
-    /// The tenant's endpoints, oldest first.
-    pub fn endpoints_of(&self, tenant: &str) -> Vec<Arc<Endpoint>> {
-        self.endpoints_by_tenant
-            .get(tenant)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Ids of the tenant's endpoints subscribed to `event_type`, oldest first.
-    pub fn subscribers(&self, tenant: &str, event_type: &str) -> Vec<String> {
-        self.endpoints_by_tenant
-            .get(tenant)
-            .map(|endpoints| {
-                endpoints
-                    .iter()
-                    .filter(|e| e.subscribes_to(event_type))
-                    .map(|e| e.id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn put_tenant(&mut self, tenant: Tenant, token_hash: String) {
-        self.tenant_by_token_hash
-            .insert(token_hash, tenant.id.clone());
-        self.tenants.insert(tenant.id.clone(), tenant);
-    }
-
-    fn remove_tenant(&mut self, id: &str) {
-        self.tenants.remove(id);
-        self.tenant_by_token_hash.retain(|_, tenant| tenant != id);
-        for endpoint in self.endpoints_by_tenant.remove(id).unwrap_or_default() {
-            self.endpoints.remove(&endpoint.id);
-        }
-    }
-
-    fn put_endpoint(&mut self, endpoint: Endpoint) {
-        let endpoint = Arc::new(endpoint);
-        let list = self
-            .endpoints_by_tenant
-            .entry(endpoint.tenant_id.clone())
-            .or_default();
-        match list.iter_mut().find(|e| e.id == endpoint.id) {
-            Some(slot) => *slot = endpoint.clone(),
-            None => list.push(endpoint.clone()),
-        }
-        self.endpoints.insert(endpoint.id.clone(), endpoint);
-    }
-
-    fn remove_endpoint(&mut self, tenant: &str, id: &str) {
-        self.endpoints.remove(id);
-        if let Some(list) = self.endpoints_by_tenant.get_mut(tenant) {
-            list.retain(|e| e.id != id);
-        }
-    }
-}
-
-/// The store: writer, readers and directory.
+/// The store the engine holds: a backend, the in-memory directory, and the sealer that keeps
+/// secrets encrypted at rest. Cloning the `Arc` is shallow; every clone sees the same directory.
+///
+/// Secrets never reach the backend in clear: step secrets (the fields a plugin's schema marks
+/// `writeOnly` / `x-secret`, and URLs carrying a password), JWS signing private keys and mTLS
+/// client private keys are sealed here on the way in and unsealed on the way out. The methods
+/// that do so shadow the backend's own; every other call goes straight through (`Deref`).
 pub struct Store {
-    writer: Writer,
-    _writer_thread: WriterThread,
-    readers: Mutex<Vec<Connection>>,
-    path: PathBuf,
+    backend: Arc<dyn Backend>,
     directory: RwLock<Directory>,
-    _lock: File,
+    sealer: arc_swap::ArcSwap<Sealer>,
 }
 
-fn open_connection(
-    path: &Path,
-    flags: OpenFlags,
-    synchronous: Synchronous,
-) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        },
-    )?;
-    Ok(conn)
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+    fn deref(&self) -> &Self::Target {
+        self.backend.as_ref()
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir`, takes the directory's lock, runs
-    /// migrations and loads the directory.
-    pub fn open(
-        data_dir: &Path,
-        max_batch: usize,
-        synchronous: Synchronous,
+    /// Opens the backend `options.location` names (creating and migrating its schema), and
+    /// loads the directory.
+    pub async fn open(options: &OpenOptions) -> Result<Arc<Self>, StoreError> {
+        let backend: Arc<dyn Backend> = match &options.location {
+            StoreLocation::Sqlite(path) => Arc::new(sqlite::SqliteBackend::open(
+                &options.data_dir,
+                path,
+                options.max_batch,
+                options.synchronous,
+            )?),
+            StoreLocation::Postgres(url) => Arc::new(
+                postgres::PostgresBackend::connect(url, options.pool_size, options.max_batch)
+                    .await?,
+            ),
+        };
+        Self::with_backend(backend, options.sealer.clone()).await
+    }
+
+    /// A store over `backend`.
+    pub async fn with_backend(
+        backend: Arc<dyn Backend>,
+        sealer: Sealer,
     ) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
-            path: data_dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let lock = File::create(data_dir.join("lock")).map_err(|e| StoreError::Open {
-            path: data_dir.join("lock"),
-            reason: e.to_string(),
-        })?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Locked(data_dir.to_path_buf()));
-        }
-        let path = data_dir.join("wasmhook.sqlite3");
-        let mut conn = open_connection(&path, OpenFlags::default(), synchronous)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        schema::migrate(&mut conn)?;
-        let directory = load_directory(&conn)?;
-        // WAL checkpoints stay SQLite's automatic ones, inside the writer's commit: a checkpoint
-        // thread of its own (PASSIVE every 250 ms) was measured and made ingest p99 at 5,000/s
-        // worse, 2.4 -> 41 ms, as its database fsyncs queued the writer's WAL fsyncs behind them.
-        // Room for every statement the writer runs (its own BEGIN/SAVEPOINT/... included).
-        conn.set_prepared_statement_cache_capacity(64);
-        let (writer, writer_thread) = Writer::start(conn, max_batch);
+        let rows = unseal_rows(&sealer, backend.directory_rows().await?)?;
         Ok(Arc::new(Self {
-            writer,
-            _writer_thread: writer_thread,
-            readers: Mutex::new(Vec::new()),
-            path,
-            directory: RwLock::new(directory),
-            _lock: lock,
+            backend,
+            directory: RwLock::new(Directory::from_rows(rows)),
+            sealer: arc_swap::ArcSwap::from_pointee(sealer),
         }))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The sealer in use.
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.load_full()
     }
 
-    /// The writer (for its statistics).
-    pub fn writer(&self) -> &Writer {
-        &self.writer
+    /// Seals with `sealer` from now on (a new master key; it must still unseal what the old
+    /// one sealed until [`Store::reseal_all`] has run).
+    pub fn set_sealer(&self, sealer: Sealer) {
+        self.sealer.store(Arc::new(sealer));
     }
 
     /// Reads the in-memory directory.
@@ -377,42 +326,13 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until every write queued so far is committed (the writer is FIFO: a no-op queued
-    /// now commits after all of them).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.writer.write(|_| Ok(())).await
+    /// Rebuilds the directory from the store (another node changed it).
+    pub async fn reload_directory(&self) -> Result<(), StoreError> {
+        let rows = unseal_rows(&self.sealer(), self.backend.directory_rows().await?)?;
+        let fresh = Directory::from_rows(rows);
+        *self.directory_mut() = fresh;
+        Ok(())
     }
-
-    /// Runs `op` on a pooled read-only connection on a blocking thread.
-    pub async fn read<T, F>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = store.readers.lock().ok().and_then(|mut pool| pool.pop());
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => open_connection(
-                    &store.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY,
-                    Synchronous::Normal,
-                )?,
-            };
-            let result = op(&conn);
-            if let Ok(mut pool) = store.readers.lock()
-                && pool.len() < 8
-            {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Sqlite(format!("read task failed: {e}")))?
-    }
-
-    // ---- tenants -------------------------------------------------------------------------
 
     /// Creates a tenant whose token hashes to `token_hash`.
     pub async fn create_tenant(
@@ -420,55 +340,28 @@ impl Store {
         tenant: Tenant,
         token_hash: String,
     ) -> Result<Tenant, StoreError> {
-        let (t, h) = (tenant.clone(), token_hash.clone());
-        self.writer
-            .write(move |conn| {
-                let exists: bool =
-                    conn.query_row("SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)", [&t.id], |r| r.get(0))?;
-                if exists {
-                    return Err(StoreError::Conflict(format!("tenant `{}` already exists", t.id)));
-                }
-                conn.execute(
-                    "INSERT INTO tenants (id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![t.id, t.name, h, t.created_at],
-                )?;
-                Ok(())
-            })
-            .await?;
+        self.backend.create_tenant(&tenant, &token_hash).await?;
         self.directory_mut().put_tenant(tenant.clone(), token_hash);
         Ok(tenant)
     }
 
     /// Deletes a tenant and everything it owns.
     pub async fn delete_tenant(&self, id: &str) -> Result<bool, StoreError> {
-        let id_owned = id.to_string();
-        let deleted = self
-            .writer
-            .write(move |conn| {
-                Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [&id_owned])? > 0)
-            })
-            .await?;
+        let deleted = self.backend.delete_tenant(id).await?;
         self.directory_mut().remove_tenant(id);
         Ok(deleted)
     }
 
-    // ---- endpoints -----------------------------------------------------------------------
-
-    /// Inserts or replaces an endpoint.
-    pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Arc<Endpoint>, StoreError> {
-        let e = endpoint.clone();
-        let spec =
-            serde_json::to_string(&e.spec).map_err(|err| StoreError::Sqlite(err.to_string()))?;
-        self.writer
-            .write(move |conn| {
-                conn.execute(
-                    "INSERT INTO endpoints (id, tenant_id, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-                    params![e.id, e.tenant_id, spec, e.created_at, e.updated_at],
-                )?;
-                Ok(())
-            })
-            .await?;
+    /// Inserts or replaces an endpoint. `secret_paths[i]` names the secret fields of step `i`'s
+    /// configuration (from its plugin's schema): they are sealed in the stored copy, as is a
+    /// URL that carries a password.
+    pub async fn put_endpoint(
+        &self,
+        endpoint: Endpoint,
+        secret_paths: &[Vec<SecretPath>],
+    ) -> Result<Arc<Endpoint>, StoreError> {
+        let sealed = seal_endpoint(&self.sealer(), &endpoint, secret_paths);
+        self.backend.put_endpoint(&sealed).await?;
         let mut directory = self.directory_mut();
         directory.put_endpoint(endpoint.clone());
         Ok(directory
@@ -476,553 +369,209 @@ impl Store {
             .unwrap_or_else(|| Arc::new(endpoint)))
     }
 
-    /// Deletes an endpoint; its pending deliveries become dead when they come due.
+    /// Deletes an endpoint; its pending deliveries become dead.
     pub async fn delete_endpoint(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let (t, i) = (tenant.to_string(), id.to_string());
-        let deleted = self
-            .writer
-            .write(move |conn| {
-                let n = conn.execute("DELETE FROM endpoints WHERE id = ?1 AND tenant_id = ?2", [&i, &t])?;
-                conn.execute(
-                    "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, last_error = 'endpoint was deleted', updated_at = ?2
-                     WHERE endpoint_id = ?1 AND status = 'pending'",
-                    params![i, now_unix()],
-                )?;
-                Ok(n > 0)
-            })
-            .await?;
+        let deleted = self.backend.delete_endpoint(tenant, id).await?;
         self.directory_mut().remove_endpoint(tenant, id);
         Ok(deleted)
     }
+}
 
-    // ---- events --------------------------------------------------------------------------
+/// Context of sealed JWS signing keys.
+const SIGNING_KEY_CONTEXT: &str = "signing-key";
+/// Context of sealed mTLS client keys.
+const CLIENT_KEY_CONTEXT: &str = "client-key";
 
-    /// Stores events and their deliveries in one transaction, honouring the idempotency key.
-    pub async fn ingest(
+impl Store {
+    /// Every signing key, oldest first (private keys unsealed).
+    pub async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        let mut keys = self.backend.signing_keys().await?;
+        for key in &mut keys {
+            key.private_key_pem = self
+                .sealer()
+                .unseal(SIGNING_KEY_CONTEXT, &key.private_key_pem)
+                .map_err(secret_error)?;
+        }
+        Ok(keys)
+    }
+
+    /// Adds a signing key, its private key sealed (see [`KeyInsert`]).
+    pub async fn add_signing_key(
         &self,
-        tenant: &str,
-        events: Vec<NewEvent>,
-        idempotency_key: Option<String>,
-        response: serde_json::Value,
-    ) -> Result<IngestOutcome, StoreError> {
-        let tenant = tenant.to_string();
-        self.writer
-            .write(move |conn| {
-                if let Some(key) = &idempotency_key {
-                    let previous: Option<String> = conn
-                        .query_row(
-                            "SELECT response FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2",
-                            [&tenant, key],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    if let Some(previous) = previous {
-                        let value = serde_json::from_str(&previous).unwrap_or(serde_json::Value::Null);
-                        return Ok(IngestOutcome::Replayed(value));
-                    }
-                }
-                let now_s = now_unix();
-                let now_ms = now_millis();
-                let mut deliveries = Vec::new();
-                {
-                    let mut insert_event = conn.prepare_cached(
-                        "INSERT INTO events (id, tenant_id, type, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?;
-                    let mut insert_delivery = conn.prepare_cached(
-                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6)",
-                    )?;
-                    for event in &events {
-                        insert_event.execute(params![
-                            event.id,
-                            tenant,
-                            event.event_type,
-                            &event.body[..],
-                            event.created_at
-                        ])?;
-                        for endpoint in &event.endpoint_ids {
-                            let id = crate::model::new_id("dlv");
-                            insert_delivery.execute(params![id, event.id, endpoint, tenant, now_ms, now_s])?;
-                            deliveries.push(PendingDelivery {
-                                delivery_id: id,
-                                event_id: event.id.clone(),
-                                event_type: event.event_type.clone(),
-                                endpoint_id: endpoint.clone(),
-                                tenant_id: tenant.clone(),
-                                attempts: 0,
-                                round_start: 0,
-                                due_ms: now_ms,
-                                body: event.body.clone(),
-                            });
-                        }
-                    }
-                }
-                if let Some(key) = &idempotency_key {
-                    conn.execute(
-                        "INSERT INTO idempotency_keys (tenant_id, key, response, created_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![tenant, key, response.to_string(), now_s],
-                    )?;
-                }
-                Ok(IngestOutcome::Created { response, deliveries })
-            })
-            .await
+        key: &StoredSigningKey,
+        mode: KeyInsert,
+    ) -> Result<bool, StoreError> {
+        let mut sealed = key.clone();
+        sealed.private_key_pem = self.sealer().seal(SIGNING_KEY_CONTEXT, &key.private_key_pem);
+        self.backend.add_signing_key(&sealed, mode).await
     }
 
-    /// Records an attempt and the delivery's new state. Does not wait for the commit: `done`
-    /// gets the result.
-    pub fn record_attempt(
-        &self,
-        record: AttemptRecord,
-        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
-    ) -> Result<(), StoreError> {
-        self.writer.submit(
-            move |conn| {
-                let outcome = match record.new_status {
-                    DeliveryStatus::Delivered => "success",
-                    DeliveryStatus::Pending => "failure",
-                    DeliveryStatus::Dead => "dead",
-                };
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, status_code, latency_ms, outcome, error, response_snippet)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    record.delivery_id,
-                    record.attempt,
-                    record.started_at_ms,
-                    record.status_code,
-                    record.latency_ms as i64,
-                    outcome,
-                    record.error,
-                    record.response_snippet
-                ])?;
-                conn.prepare_cached(
-                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5, last_error = ?6, updated_at = ?7
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    record.delivery_id,
-                    record.new_status.as_str(),
-                    record.attempt,
-                    record.next_attempt_at,
-                    record.status_code,
-                    record.error,
-                    now_unix()
-                ])?;
-                Ok(())
-            },
-            done,
-        )
-    }
-
-    /// Marks a delivery dead without an attempt (its endpoint is gone or disabled).
-    pub fn mark_dead(&self, delivery_id: &str, reason: &str) {
-        let (id, reason) = (delivery_id.to_string(), reason.to_string());
-        let _ = self.writer.submit(
-            move |conn| {
-                conn.execute(
-                    "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, last_error = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, reason, now_unix()],
-                )?;
-                Ok(())
-            },
-            |result: Result<(), StoreError>| {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "could not mark a delivery dead");
-                }
-            },
-        );
-    }
-
-    /// Puts a delivered or dead delivery back in the queue (replay), starting a new retry round.
-    pub async fn requeue(
-        &self,
-        tenant: &str,
-        event: &str,
-        delivery: &str,
-    ) -> Result<PendingDelivery, StoreError> {
-        let (t, e, d) = (tenant.to_string(), event.to_string(), delivery.to_string());
-        self.writer
-            .write(move |conn| {
-                let row = conn
-                    .query_row(
-                        "SELECT d.status, d.attempts, d.endpoint_id, ev.type, ev.body FROM deliveries d JOIN events ev ON ev.id = d.event_id
-                         WHERE d.id = ?1 AND d.event_id = ?2 AND d.tenant_id = ?3",
-                        [&d, &e, &t],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, u32>(1)?,
-                                r.get::<_, String>(2)?,
-                                r.get::<_, String>(3)?,
-                                r.get::<_, Vec<u8>>(4)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                let Some((status, attempts, endpoint_id, event_type, body)) = row else {
-                    return Err(StoreError::NotFound { what: "delivery", id: d });
-                };
-                if status == "pending" {
-                    return Err(StoreError::Conflict(format!(
-                        "delivery `{d}` is still pending; only delivered or dead deliveries can be replayed"
-                    )));
-                }
-                let now_ms = now_millis();
-                conn.execute(
-                    "UPDATE deliveries SET status = 'pending', round_start = attempts, next_attempt_at = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![d, now_ms, now_unix()],
-                )?;
-                Ok(PendingDelivery {
-                    delivery_id: d,
-                    event_id: e,
-                    event_type,
-                    endpoint_id,
-                    tenant_id: t,
-                    attempts,
-                    round_start: attempts,
-                    due_ms: now_ms,
-                    body: body.into(),
-                })
-            })
-            .await
-    }
-
-    /// Every pending delivery (at start-up: what a previous process left).
-    pub async fn pending_deliveries(self: &Arc<Self>) -> Result<Vec<PendingDelivery>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT d.id, d.event_id, ev.type, d.endpoint_id, d.tenant_id, d.attempts, d.round_start, d.next_attempt_at, ev.body
-                 FROM deliveries d JOIN events ev ON ev.id = d.event_id WHERE d.status = 'pending'",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(PendingDelivery {
-                    delivery_id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    endpoint_id: r.get(3)?,
-                    tenant_id: r.get(4)?,
-                    attempts: r.get(5)?,
-                    round_start: r.get(6)?,
-                    due_ms: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
-                    body: r.get::<_, Vec<u8>>(8)?.into(),
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// One event of a tenant.
-    pub async fn event(
-        self: &Arc<Self>,
-        tenant: &str,
-        event: &str,
-    ) -> Result<EventSummary, StoreError> {
-        let (t, e) = (tenant.to_string(), event.to_string());
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT id, type, created_at, body FROM events WHERE id = ?1 AND tenant_id = ?2",
-                [&e, &t],
-                |r| {
-                    let body: Vec<u8> = r.get(3)?;
-                    Ok(EventSummary {
-                        id: r.get(0)?,
-                        event_type: r.get(1)?,
-                        created_at: r.get(2)?,
-                        envelope: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                    })
-                },
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound {
-                what: "event",
-                id: e,
-            })
-        })
-        .await
-    }
-
-    /// The deliveries of one event of a tenant.
-    pub async fn deliveries_of_event(
-        self: &Arc<Self>,
-        tenant: &str,
-        event: &str,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let (t, e) = (tenant.to_string(), event.to_string());
-        self.read(move |conn| {
-            let exists: bool = conn.query_row(
-                "SELECT EXISTS(SELECT 1 FROM events WHERE id = ?1 AND tenant_id = ?2)",
-                [&e, &t],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(StoreError::NotFound { what: "event", id: e });
-            }
-            let mut stmt = conn.prepare(
-                "SELECT id, event_id, endpoint_id, status, attempts, next_attempt_at, last_status, last_error, updated_at
-                 FROM deliveries WHERE event_id = ?1 AND tenant_id = ?2 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([&e, &t], |r| {
-                Ok(Delivery {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    endpoint_id: r.get(2)?,
-                    status: DeliveryStatus::parse(&r.get::<_, String>(3)?).unwrap_or(DeliveryStatus::Pending),
-                    attempts: r.get(4)?,
-                    next_attempt_at: r.get(5)?,
-                    last_status_code: r.get(6)?,
-                    last_error: r.get(7)?,
-                    updated_at: r.get(8)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// The attempts of one delivery of a tenant's event.
-    pub async fn attempts_of_delivery(
-        self: &Arc<Self>,
-        tenant: &str,
-        event: &str,
-        delivery: &str,
-    ) -> Result<Vec<Attempt>, StoreError> {
-        let (t, e, d) = (tenant.to_string(), event.to_string(), delivery.to_string());
-        self.read(move |conn| {
-            let exists: bool = conn.query_row(
-                "SELECT EXISTS(SELECT 1 FROM deliveries WHERE id = ?1 AND event_id = ?2 AND tenant_id = ?3)",
-                [&d, &e, &t],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(StoreError::NotFound { what: "delivery", id: d });
-            }
-            let mut stmt = conn.prepare(
-                "SELECT attempt, started_at, status_code, latency_ms, outcome, error, response_snippet
-                 FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
-            )?;
-            let rows = stmt.query_map([&d], |r| {
-                Ok(Attempt {
-                    attempt: r.get(0)?,
-                    started_at: r.get(1)?,
-                    status_code: r.get(2)?,
-                    latency_ms: r.get::<_, i64>(3)?.max(0) as u64,
-                    outcome: r.get(4)?,
-                    error: r.get(5)?,
-                    response_snippet: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// Deliveries waiting, by tenant-independent count (for `/metrics`).
-    pub async fn count_pending(self: &Arc<Self>) -> Result<u64, StoreError> {
-        let count: i64 = self
-            .read(|conn| {
-                Ok(conn.query_row(
-                    "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    // ---- signing keys --------------------------------------------------------------------
-
-    /// Every signing key, oldest first.
-    pub async fn signing_keys(self: &Arc<Self>) -> Result<Vec<StoredSigningKey>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT kid, alg, private_key_pem, certificate_pem, created_at, retired_at FROM signing_keys ORDER BY created_at, kid",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(StoredSigningKey {
-                    kid: r.get(0)?,
-                    alg: r.get(1)?,
-                    private_key_pem: r.get(2)?,
-                    certificate_pem: r.get(3)?,
-                    created_at: r.get(4)?,
-                    retired_at: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// Adds `key` as the current key for its algorithm, retiring the previous one.
-    pub async fn add_signing_key(&self, key: StoredSigningKey) -> Result<(), StoreError> {
-        self.writer
-            .write(move |conn| {
-                conn.execute(
-                    "UPDATE signing_keys SET retired_at = ?2 WHERE alg = ?1 AND retired_at IS NULL",
-                    params![key.alg, key.created_at],
-                )?;
-                conn.execute(
-                    "INSERT INTO signing_keys (kid, alg, private_key_pem, certificate_pem, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![key.kid, key.alg, key.private_key_pem, key.certificate_pem, key.created_at],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    /// Deletes retired keys retired before `cutoff` (unix seconds).
-    pub async fn prune_signing_keys(&self, cutoff: i64) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |conn| {
-                Ok(conn.execute(
-                    "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
-                    [cutoff],
-                )?)
-            })
-            .await
-    }
-
-    // ---- client certificates -------------------------------------------------------------
-
-    /// Inserts or replaces a client certificate record.
+    /// Inserts or replaces a client certificate record, its private key sealed.
     pub async fn put_client_certificate(
         &self,
-        record: StoredClientCertificate,
+        record: &StoredClientCertificate,
     ) -> Result<(), StoreError> {
-        self.writer
-            .write(move |conn| {
-                conn.execute(
-                    "INSERT INTO client_certificates (id, tenant_id, name, private_key_pem, csr_pem, certificate_pem, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT(id) DO UPDATE SET private_key_pem = excluded.private_key_pem, csr_pem = excluded.csr_pem,
-                       certificate_pem = excluded.certificate_pem, name = excluded.name, updated_at = excluded.updated_at",
-                    params![
-                        record.id,
-                        record.tenant_id,
-                        record.name,
-                        record.private_key_pem,
-                        record.csr_pem,
-                        record.certificate_pem,
-                        record.created_at,
-                        record.updated_at
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
+        let mut sealed = record.clone();
+        sealed.private_key_pem = self
+            .sealer()
+            .seal(CLIENT_KEY_CONTEXT, &record.private_key_pem);
+        self.backend.put_client_certificate(&sealed).await
     }
 
-    /// The tenant's client certificate records.
+    /// The tenant's client certificate records (private keys unsealed).
     pub async fn client_certificates(
-        self: &Arc<Self>,
+        &self,
         tenant: &str,
     ) -> Result<Vec<StoredClientCertificate>, StoreError> {
-        let t = tenant.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, tenant_id, name, private_key_pem, csr_pem, certificate_pem, created_at, updated_at
-                 FROM client_certificates WHERE tenant_id = ?1 ORDER BY created_at, id",
-            )?;
-            let rows = stmt.query_map([&t], client_certificate_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        let mut records = self.backend.client_certificates(tenant).await?;
+        for record in &mut records {
+            self.unseal_client_key(record)?;
+        }
+        Ok(records)
     }
 
-    /// One client certificate record of a tenant.
+    /// One client certificate record of a tenant (private key unsealed).
     pub async fn client_certificate(
-        self: &Arc<Self>,
+        &self,
         tenant: &str,
         id: &str,
     ) -> Result<StoredClientCertificate, StoreError> {
-        let (t, i) = (tenant.to_string(), id.to_string());
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT id, tenant_id, name, private_key_pem, csr_pem, certificate_pem, created_at, updated_at
-                 FROM client_certificates WHERE tenant_id = ?1 AND id = ?2",
-                [&t, &i],
-                client_certificate_row,
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound { what: "client certificate", id: i })
-        })
-        .await
+        let mut record = self.backend.client_certificate(tenant, id).await?;
+        self.unseal_client_key(&mut record)?;
+        Ok(record)
     }
 
-    /// Deletes a client certificate record.
-    pub async fn delete_client_certificate(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<bool, StoreError> {
-        let (t, i) = (tenant.to_string(), id.to_string());
-        self.writer
-            .write(move |conn| {
-                Ok(conn.execute(
-                    "DELETE FROM client_certificates WHERE tenant_id = ?1 AND id = ?2",
-                    [&t, &i],
-                )? > 0)
-            })
-            .await
+    fn unseal_client_key(&self, record: &mut StoredClientCertificate) -> Result<(), StoreError> {
+        record.private_key_pem = self
+            .sealer()
+            .unseal(CLIENT_KEY_CONTEXT, &record.private_key_pem)
+            .map_err(secret_error)?;
+        Ok(())
+    }
+
+    /// Seals again, under the current master key, every secret sealed under a previous one
+    /// (or stored before sealing existed). Returns how many records were rewritten. Endpoints
+    /// need no schema for this: exactly the values that were sealed are sealed again.
+    pub async fn reseal_all(&self) -> Result<u64, StoreError> {
+        let sealer = self.sealer();
+        let mut rewritten = 0;
+        for key in self.backend.signing_keys().await? {
+            if !sealer.is_current(&key.private_key_pem) {
+                let mut sealed = key.clone();
+                let clear = sealer
+                    .unseal(SIGNING_KEY_CONTEXT, &key.private_key_pem)
+                    .map_err(secret_error)?;
+                sealed.private_key_pem = sealer.seal(SIGNING_KEY_CONTEXT, &clear);
+                self.backend.replace_signing_key_secret(&sealed).await?;
+                rewritten += 1;
+            }
+        }
+        let tenants = self.directory().tenants();
+        for tenant in tenants {
+            for record in self.backend.client_certificates(&tenant.id).await? {
+                if !sealer.is_current(&record.private_key_pem) {
+                    let mut clear = record.clone();
+                    self.unseal_client_key(&mut clear)?;
+                    self.put_client_certificate(&clear).await?;
+                    rewritten += 1;
+                }
+            }
+        }
+        for endpoint in self.backend.directory_rows().await?.endpoints {
+            let mut tree = serde_json::to_value(&endpoint.spec)
+                .map_err(|e| StoreError::Secret(format!("encoding an endpoint: {e}")))?;
+            let mut stale = false;
+            reseal_tree(&sealer, &mut tree, &mut stale).map_err(secret_error)?;
+            if stale {
+                let mut resealed = endpoint.clone();
+                resealed.spec = serde_json::from_value(tree)
+                    .map_err(|e| StoreError::Secret(format!("decoding an endpoint: {e}")))?;
+                self.backend.put_endpoint(&resealed).await?;
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
     }
 }
 
-fn client_certificate_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredClientCertificate> {
-    Ok(StoredClientCertificate {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        name: r.get(2)?,
-        private_key_pem: r.get(3)?,
-        csr_pem: r.get(4)?,
-        certificate_pem: r.get(5)?,
-        created_at: r.get(6)?,
-        updated_at: r.get(7)?,
-    })
+/// Seals again under the current key every sealed string of `tree` that another key sealed.
+fn reseal_tree(
+    sealer: &Sealer,
+    tree: &mut serde_json::Value,
+    stale: &mut bool,
+) -> Result<(), crate::secrets::SecretError> {
+    match tree {
+        serde_json::Value::String(s) if Sealer::is_sealed(s) && !sealer.is_current(s) => {
+            let clear = sealer.unseal(crate::secrets::ENDPOINT_CONTEXT, s)?;
+            *s = sealer.seal(crate::secrets::ENDPOINT_CONTEXT, &clear);
+            *stale = true;
+            Ok(())
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .try_for_each(|item| reseal_tree(sealer, item, stale)),
+        serde_json::Value::Object(map) => map
+            .values_mut()
+            .try_for_each(|value| reseal_tree(sealer, value, stale)),
+        _ => Ok(()),
+    }
 }
 
-fn load_directory(conn: &Connection) -> Result<Directory, StoreError> {
-    let mut directory = Directory::default();
-    let mut stmt = conn.prepare("SELECT id, name, token_hash, created_at FROM tenants")?;
-    let tenants = stmt.query_map([], |r| {
-        Ok((
-            Tenant {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                created_at: r.get(3)?,
-            },
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in tenants {
-        let (tenant, hash) = row?;
-        directory.put_tenant(tenant, hash);
+fn secret_error(error: crate::secrets::SecretError) -> StoreError {
+    StoreError::Secret(error.to_string())
+}
+
+/// The stored form of an endpoint: secret step fields and a URL with a password sealed.
+fn seal_endpoint(sealer: &Sealer, endpoint: &Endpoint, secret_paths: &[Vec<SecretPath>]) -> Endpoint {
+    let mut sealed = endpoint.clone();
+    if url_has_password(&sealed.spec.url) {
+        let text = serde_json::Value::String(sealed.spec.url.clone()).to_string();
+        sealed.spec.url = sealer.seal(crate::secrets::ENDPOINT_CONTEXT, &text);
     }
-    let mut stmt = conn.prepare(
-        "SELECT id, tenant_id, spec, created_at, updated_at FROM endpoints ORDER BY created_at, id",
-    )?;
-    let endpoints = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get(3)?,
-            r.get(4)?,
-        ))
-    })?;
-    for row in endpoints {
-        let (id, tenant_id, spec, created_at, updated_at) = row?;
-        let spec: EndpointSpec = serde_json::from_str(&spec).map_err(|e| {
-            StoreError::Schema(format!("endpoint `{id}` has an unreadable spec: {e}"))
-        })?;
-        directory.put_endpoint(Endpoint {
-            id,
-            tenant_id,
-            spec,
-            created_at,
-            updated_at,
-        });
+    for (step, paths) in sealed.spec.steps.iter_mut().zip(secret_paths) {
+        crate::secrets::seal_paths(sealer, &mut step.config, paths);
+        seal_url_passwords(sealer, &mut step.config);
     }
-    Ok(directory)
+    sealed
+}
+
+/// Seals every string of `tree` that is a URL with a password (e.g. a token URL).
+fn seal_url_passwords(sealer: &Sealer, tree: &mut serde_json::Value) {
+    match tree {
+        serde_json::Value::String(s) if url_has_password(s) => {
+            let text = serde_json::Value::String(s.clone()).to_string();
+            *s = sealer.seal(crate::secrets::ENDPOINT_CONTEXT, &text);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| seal_url_passwords(sealer, i)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| seal_url_passwords(sealer, v)),
+        _ => {}
+    }
+}
+
+/// True for `scheme://user:password@host…`.
+pub fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// Unseals the endpoints of directory rows.
+fn unseal_rows(sealer: &Sealer, mut rows: DirectoryRows) -> Result<DirectoryRows, StoreError> {
+    for endpoint in &mut rows.endpoints {
+        if Sealer::is_sealed(&endpoint.spec.url) {
+            let clear = sealer
+                .unseal(crate::secrets::ENDPOINT_CONTEXT, &endpoint.spec.url)
+                .map_err(secret_error)?;
+            endpoint.spec.url = serde_json::from_str(&clear)
+                .map_err(|_| StoreError::Secret("a sealed URL is not a JSON string".into()))?;
+        }
+        for step in &mut endpoint.spec.steps {
+            crate::secrets::unseal_tree(sealer, &mut step.config).map_err(secret_error)?;
+        }
+    }
+    Ok(rows)
 }

@@ -7,7 +7,11 @@
 //! {"alg": "ES256", "iss": "https://webhooks.example.com", "aud": "https://receiver.example.com"}
 //! ```
 //!
-//! - `alg` (`RS256`, `PS256`, `ES256` (default) or `EdDSA`): the signature algorithm.
+//! - `alg` (`RS256`, `PS256`, `ES256` (default), `EdDSA` or `Ed25519`): the signature algorithm.
+//!   `Ed25519` is RFC 9864's fully specified name of EdDSA with Ed25519, the only EdDSA the host
+//!   signs with: both names sign with the host's Ed25519 key, and the JWS header says
+//!   `"alg":"EdDSA"` either way (the host sets `alg` itself, and that is the name JOSE libraries
+//!   verify today; the published JWK, `"crv":"Ed25519"`, leaves no ambiguity).
 //! - `iss`, `aud` (strings, optional): added as the `iss` and `aud` claims.
 //!
 //! The claims are the JSON envelope object of the body plus `iat` (the attempt's timestamp),
@@ -35,7 +39,7 @@ const SCHEMA: &str = r#"{
   "title": "jws",
   "type": "object",
   "properties": {
-    "alg": {"enum": ["RS256", "PS256", "ES256", "EdDSA"], "default": "ES256", "description": "JWS signature algorithm."},
+    "alg": {"enum": ["RS256", "PS256", "ES256", "EdDSA", "Ed25519"], "default": "ES256", "description": "JWS signature algorithm; Ed25519 (RFC 9864) is EdDSA with Ed25519, and the JWS header says EdDSA."},
     "iss": {"type": "string", "minLength": 1, "description": "Issuer claim."},
     "aud": {"type": "string", "minLength": 1, "description": "Audience claim."}
   },
@@ -44,7 +48,9 @@ const SCHEMA: &str = r#"{
 
 const ALGS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
 
+#[derive(Debug)]
 struct Config {
+    /// What the host is asked to sign with (`Ed25519` is asked as `EdDSA`).
     alg: String,
     iss: Option<String>,
     aud: Option<String>,
@@ -52,9 +58,15 @@ struct Config {
 
 fn parse(config: &str) -> Result<Config, Error> {
     let map = parse_object(config, &["alg", "iss", "aud"])?;
-    let alg = opt_string(&map, "alg")?.unwrap_or_else(|| "ES256".to_string());
+    let mut alg = opt_string(&map, "alg")?.unwrap_or_else(|| "ES256".to_string());
+    if alg == "Ed25519" {
+        alg = "EdDSA".to_string();
+    }
     if !ALGS.contains(&alg.as_str()) {
-        return Err(invalid("alg", "must be one of RS256, PS256, ES256, EdDSA"));
+        return Err(invalid(
+            "alg",
+            "must be one of RS256, PS256, ES256, EdDSA, Ed25519",
+        ));
     }
     let iss = opt_string(&map, "iss")?;
     if iss.as_deref() == Some("") {
@@ -124,8 +136,11 @@ mod tests {
     fn validates() {
         assert!(Plugin::validate("{}".into()).is_ok());
         assert!(Plugin::validate(r#"{"alg":"EdDSA","iss":"me","aud":"you"}"#.into()).is_ok());
+        assert!(Plugin::validate(r#"{"alg":"Ed25519"}"#.into()).is_ok());
         for (config, prefix) in [
             (r#"{"alg":"HS256"}"#, "alg:"),
+            (r#"{"alg":"ed25519"}"#, "alg:"),
+            (r#"{"alg":"Ed448"}"#, "alg:"),
             (r#"{"iss":""}"#, "iss:"),
             (r#"{"aud":["a"]}"#, "aud:"),
             (r#"{"kid":"x"}"#, "kid:"),
@@ -134,6 +149,30 @@ mod tests {
                 Err(Error::InvalidConfig(m)) => assert!(m.starts_with(prefix), "{config}: {m}"),
                 other => panic!("{config}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn ed25519_signs_as_eddsa() {
+        for (config, alg) in [
+            ("{}", "ES256"),
+            (r#"{"alg":"EdDSA"}"#, "EdDSA"),
+            (r#"{"alg":"Ed25519"}"#, "EdDSA"),
+            (r#"{"alg":"PS256"}"#, "PS256"),
+        ] {
+            assert_eq!(parse(config).unwrap().alg, alg, "{config}");
+        }
+        // The schema offers what validation accepts.
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let offered: Vec<&str> = schema["properties"]["alg"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(offered, ["RS256", "PS256", "ES256", "EdDSA", "Ed25519"]);
+        for alg in offered {
+            assert!(parse(&format!(r#"{{"alg":"{alg}"}}"#)).is_ok(), "{alg}");
         }
     }
 }

@@ -1,10 +1,13 @@
-//! Shared pieces of the end-to-end tests: an engine on a temporary SQLite file, scripted HTTP
-//! receivers on 127.0.0.1, and a small JSON client for the admin API. Everything runs over real
-//! loopback sockets.
+//! Shared pieces of the end-to-end tests: an engine on a temporary SQLite file (or, with
+//! `WASMHOOK_TEST_STORE=postgres`, a fresh database of a throwaway PostgreSQL server: see
+//! [`postgres`]), scripted HTTP receivers on 127.0.0.1, and a small JSON client for the admin
+//! API. Everything runs over real loopback sockets.
 
 #![allow(dead_code)]
 
 pub mod plugin_host;
+pub mod postgres;
+pub mod process;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use wasmhook::config::Config;
 use wasmhook::demo::client::ApiClient;
-use wasmhook::engine::{self, Server};
+use wasmhook::server::{self, Server};
 
 /// Admin token of test engines.
 pub const ADMIN: &str = "test-admin-token-0123456789";
@@ -44,6 +47,65 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     config
 }
 
+/// The store backend the suite runs on: `WASMHOOK_TEST_STORE=postgres` (or `postgresql`, `pg`)
+/// for PostgreSQL, unset or `sqlite` for SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// `<data_dir>/wasmhook.sqlite3` (the default).
+    Sqlite,
+    /// A fresh database per engine on the test PostgreSQL server.
+    Postgres,
+}
+
+impl StoreBackend {
+    /// The backend chosen by `WASMHOOK_TEST_STORE`; panics on an unknown value.
+    pub fn current() -> Self {
+        match std::env::var("WASMHOOK_TEST_STORE")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "sqlite" => Self::Sqlite,
+            "postgres" | "postgresql" | "pg" => Self::Postgres,
+            other => panic!("WASMHOOK_TEST_STORE={other}: expected `sqlite` or `postgres`"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// True when the suite runs on `backend`; otherwise prints why the calling test skips and
+/// returns false: `if !support::runs_on(StoreBackend::Sqlite, "reads the file") { return; }`.
+pub fn runs_on(backend: StoreBackend, reason: &str) -> bool {
+    let current = StoreBackend::current();
+    if current != backend {
+        // Straight to stderr, past the harness's capture: the log shows every skip.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED on {}: only meaningful on {}: {reason}",
+            current.name(),
+            backend.name()
+        );
+    }
+    current == backend
+}
+
+/// The `store.url` for a new engine on the current backend: `None` (SQLite in its data dir) or
+/// a fresh PostgreSQL database.
+pub async fn store_url() -> Option<String> {
+    match StoreBackend::current() {
+        StoreBackend::Sqlite => None,
+        StoreBackend::Postgres => Some(postgres::database().await),
+    }
+}
+
 /// Compiled-code cache shared by the tests of this run.
 pub fn shared_cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmhook-test-cache")
@@ -54,17 +116,66 @@ pub struct TestEngine {
     pub server: Server,
     pub dir: tempfile::TempDir,
     pub api: Api,
+    /// The backend it stores in ([`StoreBackend::current`] unless the test chose otherwise).
+    pub backend: StoreBackend,
+    /// Its `store.url` (`None`: SQLite in `dir`).
+    pub store_url: Option<String>,
 }
 
 impl TestEngine {
-    /// Starts an engine with [`test_config`] changed by `adjust`.
+    /// Starts an engine with [`test_config`] changed by `adjust`, on the backend chosen by
+    /// `WASMHOOK_TEST_STORE` (a fresh database per engine on PostgreSQL).
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path().to_path_buf());
+        config.store.url = store_url().await;
         adjust(&mut config);
-        let server = engine::start(config).await.expect("engine starts");
+        let store_url = config.store.url.clone();
+        let backend = match &store_url {
+            Some(url) if url.starts_with("postgres") => StoreBackend::Postgres,
+            _ => StoreBackend::Sqlite,
+        };
+        let server = server::start(config).await.expect("engine starts");
         let api = Api::new(server.url(), ADMIN);
-        Self { server, dir, api }
+        Self {
+            server,
+            dir,
+            api,
+            backend,
+            store_url,
+        }
+    }
+
+    /// `SELECT COUNT(*) FROM <table>` straight from the engine's store (SQLite file or
+    /// PostgreSQL database), bypassing the engine.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.store_url {
+            Some(url) if url.starts_with("postgres") => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test database");
+                let connection = tokio::spawn(connection);
+                let count: i64 = client
+                    .query_one(sql.as_str(), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {}", postgres::describe(&e)))
+                    .get(0);
+                drop(client);
+                let _ = connection.await;
+                count
+            }
+            other => {
+                let path = match other.as_deref().and_then(|u| u.strip_prefix("sqlite://")) {
+                    Some(path) if !path.is_empty() => std::path::PathBuf::from(path),
+                    _ => self.server.engine.config.data_dir.join("wasmhook.sqlite3"),
+                };
+                rusqlite::Connection::open(&path)
+                    .unwrap()
+                    .query_row(&sql, [], |r| r.get(0))
+                    .unwrap_or_else(|e| panic!("{sql} in {}: {e}", path.display()))
+            }
+        }
     }
 
     /// Starts an engine with [`test_config`].

@@ -1,0 +1,305 @@
+//! One attempt of one delivery: the cluster-wide endpoint slot, the body, the endpoint's steps,
+//! the request, the outcome and its record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Dispatcher, Job};
+use crate::http::Received;
+use crate::model::{DeliveryStatus, Endpoint, now_millis, now_unix};
+use crate::plugins::{CallContext, HttpRequest};
+use crate::store::AttemptRecord;
+
+/// What one attempt came to.
+struct AttemptResult {
+    status_code: Option<u16>,
+    error: Option<String>,
+    snippet: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+/// How long a job waits before asking again for a cluster-wide endpoint slot.
+const SLOT_RETRY: Duration = Duration::from_millis(20);
+
+impl Dispatcher {
+    pub(super) async fn deliver(self: &Arc<Self>, job: Job, endpoint: Option<Arc<Endpoint>>) {
+        let endpoint = match endpoint {
+            Some(e) if e.spec.enabled => e,
+            Some(_) => return self.dead_without_attempt(job, "endpoint is disabled").await,
+            None => return self.dead_without_attempt(job, "endpoint was deleted").await,
+        };
+        // An endpoint's `max_concurrency` holds across the cluster: on a shared store the
+        // attempt first takes one of the endpoint's slots there.
+        let cluster_slot = match (self.store.shared(), endpoint.spec.max_concurrency) {
+            (true, Some(max)) => {
+                let lease = crate::store::Lease {
+                    owner: self.node.clone(),
+                    expires_at_ms: now_millis()
+                        + (self.settings.lease_ttl + self.settings.request_timeout).as_millis()
+                            as i64,
+                };
+                match self
+                    .store
+                    .acquire_endpoint_slot(&endpoint.id, max.max(1), &lease, now_millis())
+                    .await
+                {
+                    Ok(Some(slot)) => Some(slot),
+                    Ok(None) => {
+                        let due = now_millis() + SLOT_RETRY.as_millis() as i64;
+                        return self.reschedule(job, due);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, endpoint = %endpoint.id, "cannot take an endpoint slot; trying again");
+                        let due = now_millis() + 500;
+                        return self.reschedule(job, due);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let body = match self.body(&job).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                self.release_cluster_slot(&endpoint.id, cluster_slot).await;
+                return self
+                    .dead_without_attempt(job, "the event is no longer stored")
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, delivery = %job.delivery.delivery_id, "cannot read the event body; trying again");
+                self.release_cluster_slot(&endpoint.id, cluster_slot).await;
+                let due = now_millis() + 1000;
+                return self.reschedule(job, due);
+            }
+        };
+        let delivery = &job.delivery;
+        let attempt = delivery.attempts + 1;
+        let started_ms = now_millis();
+        let started = Instant::now();
+        let timestamp = now_unix().max(0) as u64;
+        let ctx = CallContext {
+            tenant: delivery.tenant_id.clone(),
+            endpoint: endpoint.id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            attempt,
+            timestamp,
+        };
+        let result = self.attempt(&endpoint, &ctx, &body).await;
+        drop(body);
+        self.release_cluster_slot(&endpoint.id, cluster_slot).await;
+        let latency = started.elapsed();
+        let success =
+            result.error.is_none() && result.status_code.is_some_and(|s| (200..300).contains(&s));
+        let (new_status, next_attempt_at) = if success {
+            (DeliveryStatus::Delivered, None)
+        } else {
+            let honour = result.status_code.is_some_and(|s| s == 429 || s == 503);
+            let failed_in_round = attempt.saturating_sub(delivery.round_start);
+            match self
+                .settings
+                .retry
+                .next_delay(failed_in_round, result.retry_after.filter(|_| honour))
+            {
+                Some(delay) => (
+                    DeliveryStatus::Pending,
+                    Some(now_millis() + delay.as_millis() as i64),
+                ),
+                None => (DeliveryStatus::Dead, None),
+            }
+        };
+        let outcome = match new_status {
+            DeliveryStatus::Delivered => "success",
+            DeliveryStatus::Pending => "failure",
+            DeliveryStatus::Dead => "dead",
+        };
+        self.metrics.attempt(outcome, latency.as_secs_f64());
+        if let Some(error) = &result.error {
+            tracing::debug!(delivery = %delivery.delivery_id, attempt, %error, "attempt failed");
+        }
+        // A retry due within half a lease stays here under this node's lease; a later one goes
+        // back to the store, and whichever node has room claims it when due.
+        let keep_until = now_millis() + (self.settings.lease_ttl / 2).as_millis() as i64;
+        let keep = next_attempt_at.is_some_and(|due| due <= keep_until) && !self.stopping();
+        let record = AttemptRecord {
+            delivery_id: delivery.delivery_id.clone(),
+            attempt,
+            started_at_ms: started_ms,
+            status_code: result.status_code,
+            latency_ms: latency.as_millis() as u64,
+            error: result.error,
+            response_snippet: result.snippet,
+            new_status,
+            next_attempt_at,
+            keep_lease: keep,
+        };
+        if !keep && next_attempt_at.is_some() {
+            // Another node may claim it once the record is committed.
+            let this = self.clone();
+            self.store.record_attempt(
+                record,
+                Box::new(move |result| {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "could not record an attempt; the delivery stays pending and will be retried");
+                    }
+                    this.note_backlog();
+                }),
+            );
+        } else {
+            self.store.record_attempt(
+                record,
+                Box::new(|result| {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "could not record an attempt; the delivery stays pending and will be retried");
+                    }
+                }),
+            );
+        }
+        match (keep, next_attempt_at) {
+            (true, Some(due_ms)) => {
+                let mut job = job;
+                job.delivery.attempts = attempt;
+                self.reschedule(job, due_ms);
+            }
+            _ => self.let_go(),
+        }
+    }
+
+    async fn dead_without_attempt(&self, job: Job, reason: &str) {
+        if let Err(e) = self.store.mark_dead(&job.delivery.delivery_id, reason).await {
+            tracing::error!(error = %e, "could not mark a delivery dead");
+        }
+        self.metrics.attempt("dead", 0.0);
+        self.let_go();
+    }
+
+    async fn release_cluster_slot(&self, endpoint_id: &str, slot: Option<u32>) {
+        if let Some(slot) = slot
+            && let Err(e) = self
+                .store
+                .release_endpoint_slot(endpoint_id, slot, &self.node)
+                .await
+        {
+            tracing::warn!(error = %e, endpoint = %endpoint_id, "cannot release an endpoint slot; it lapses by itself");
+        }
+    }
+
+    /// The body of the job's event: held since ingest, shared with an attempt in flight, or
+    /// read from the store now. `None` when the event is gone.
+    async fn body(&self, job: &Job) -> Result<Option<Arc<[u8]>>, crate::store::StoreError> {
+        if let Some(held) = &job.body {
+            return Ok(Some(held.bytes().clone()));
+        }
+        let event_id = &job.delivery.event_id;
+        if let Some(shared) = self.bodies.get(event_id) {
+            return Ok(Some(shared));
+        }
+        Ok(self
+            .store
+            .event_body(event_id)
+            .await?
+            .map(|bytes| self.bodies.insert(event_id, bytes.into())))
+    }
+
+    /// The request of one attempt before the endpoint's steps: the envelope as JSON with the
+    /// `webhook-*` headers. Built again (not cloned up front) for the rare resend after a 401.
+    fn request(&self, endpoint: &Endpoint, ctx: &CallContext, envelope: &[u8]) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            url: endpoint.spec.url.clone(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("user-agent".into(), self.user_agent.clone()),
+                ("webhook-id".into(), ctx.event_id.clone()),
+                ("webhook-timestamp".into(), ctx.timestamp.to_string()),
+            ],
+            body: envelope.to_vec(),
+        }
+    }
+
+    async fn attempt(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        ctx: &CallContext,
+        envelope: &[u8],
+    ) -> AttemptResult {
+        let failure = |error: String| AttemptResult {
+            status_code: None,
+            error: Some(error),
+            snippet: None,
+            retry_after: None,
+        };
+        let tls = match self.tls.for_endpoint(endpoint).await {
+            Ok(tls) => tls,
+            Err(e) => return failure(e),
+        };
+        let prepared = match self
+            .pipeline
+            .run(
+                ctx,
+                &endpoint.spec.steps,
+                self.request(endpoint, ctx, envelope),
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return failure(e.to_string()),
+        };
+        let tokens_used = prepared.tokens_used;
+        let mut received = match self.http.send(prepared.request, tls.as_ref()).await {
+            Ok(r) => r,
+            Err(e) => return failure(e.to_string()),
+        };
+        let mut note = None;
+        let refused = matches!(received.response.status, 401 | 403);
+        if refused && !tokens_used.is_empty() {
+            // The token was refused: fetch a fresh one and try once more, in this attempt.
+            self.pipeline.tokens().invalidate(&tokens_used);
+            let request = self.request(endpoint, ctx, envelope);
+            let retry = match self.pipeline.run(ctx, &endpoint.spec.steps, request).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return failure(format!(
+                        "after a {} the token was refreshed, but: {e}",
+                        received.response.status
+                    ));
+                }
+            };
+            received = match self.http.send(retry.request, tls.as_ref()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return failure(format!(
+                        "after a {} the token was refreshed, but: {e}",
+                        received.response.status
+                    ));
+                }
+            };
+            note =
+                Some("the first token was refused, a fresh one was fetched and sent".to_string());
+        }
+        self.outcome(received, note)
+    }
+
+    fn outcome(&self, received: Received, note: Option<String>) -> AttemptResult {
+        let status = received.response.status;
+        let retry_after = received.retry_after();
+        let body = &received.response.body;
+        let snippet_len = body.len().min(self.settings.response_snippet_bytes);
+        let snippet =
+            (snippet_len > 0).then(|| String::from_utf8_lossy(&body[..snippet_len]).into_owned());
+        let error = if (200..300).contains(&status) {
+            None
+        } else {
+            Some(match &note {
+                Some(note) => format!("receiver answered {status} ({note})"),
+                None => format!("receiver answered {status}"),
+            })
+        };
+        AttemptResult {
+            status_code: Some(status),
+            error,
+            snippet,
+            retry_after,
+        }
+    }
+}

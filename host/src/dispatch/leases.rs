@@ -1,0 +1,104 @@
+//! The node's two background duties toward the store: claiming due deliveries when the window
+//! has room, and renewing its leases by heartbeat.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Dispatcher;
+use crate::model::now_millis;
+use crate::store::{ClaimRequest, Notice};
+
+/// Deliveries claimed in one statement at most.
+const CLAIM_BATCH: usize = 1000;
+
+/// Claims due deliveries whenever the window has room and the store may hold work: woken by a
+/// PostgreSQL notice, by this node leaving work in the store, or every `store.poll_interval`.
+pub(super) async fn claimer(dispatcher: Arc<Dispatcher>) {
+    let mut notices = dispatcher.store.notices();
+    let poll = dispatcher.settings.poll_interval;
+    loop {
+        if dispatcher.stopping() {
+            return;
+        }
+        let claimed = claim_once(&dispatcher).await;
+        if claimed == CLAIM_BATCH {
+            // There may be more right away.
+            continue;
+        }
+        let notice = async {
+            match notices.as_mut() {
+                Some(receiver) => loop {
+                    match receiver.recv().await {
+                        Ok(Notice::Work) => return,
+                        Ok(Notice::Changed) => continue,
+                        // Missed some: look anyway.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = dispatcher.claim_wake.notified() => {}
+            _ = notice => {}
+        }
+    }
+}
+
+/// One claim for the room in the window; returns how many were claimed.
+async fn claim_once(dispatcher: &Arc<Dispatcher>) -> usize {
+    let wanted = CLAIM_BATCH.min(dispatcher.settings.window);
+    let room = dispatcher.reserve(wanted);
+    if room == 0 {
+        return 0;
+    }
+    let now = now_millis();
+    let request = ClaimRequest {
+        lease: dispatcher.lease(),
+        limit: room,
+        // A little ahead, so the heap (not the next poll) times what is due soon.
+        due_before_ms: now + dispatcher.settings.poll_interval.as_millis() as i64,
+        now_ms: now,
+    };
+    match dispatcher.store.claim(&request).await {
+        Ok(claimed) => {
+            let count = claimed.len();
+            dispatcher.unreserve(room - count);
+            if count < room {
+                dispatcher.backlog.store(false, Ordering::SeqCst);
+            }
+            if count > 0 {
+                tracing::debug!(count, "claimed deliveries");
+                dispatcher.enqueue_reserved(claimed);
+            }
+            count
+        }
+        Err(e) => {
+            dispatcher.unreserve(room);
+            tracing::warn!(error = %e, "claiming deliveries failed; trying again");
+            0
+        }
+    }
+}
+
+/// Renews this node's leases three times per `store.lease_ttl`.
+pub(super) async fn heartbeat(dispatcher: Arc<Dispatcher>) {
+    let every = (dispatcher.settings.lease_ttl / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if dispatcher.stopping() {
+            return;
+        }
+        if let Err(e) = dispatcher.store.renew_leases(&dispatcher.lease()).await {
+            tracing::warn!(error = %e, "renewing leases failed; other nodes may take this node's deliveries over");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Write batching: a task that takes whatever writes have queued (up to `max_batch`, waiting
+//! at most [`GATHER`] for more), hands them to a commit function that writes them in one
+//! transaction, and loops. While one batch commits the next one queues, so N concurrent writers
+//! cost one commit (one WAL flush on the server), not N.
+//!
+//! [`Batcher::flush`] queues a marker behind everything submitted so far and waits for the
+//! batch that carries it to be committed (the queue is FIFO).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+/// How long a batch waits for more writes once it has one (when the queue was not already
+/// enough to fill it).
+pub(super) const GATHER: Duration = Duration::from_millis(1);
+
+/// A write's share of a batch (a batch holds `max_batch` at most, and always at least one job).
+pub(super) trait Weighted {
+    /// Rows (or so) the job writes.
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
+enum Message<J> {
+    Job(J),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to a batching task. The task commits what is queued and stops once every handle is
+/// dropped.
+pub(super) struct Batcher<J> {
+    sender: mpsc::UnboundedSender<Message<J>>,
+}
+
+impl<J: Weighted + Send + 'static> Batcher<J> {
+    /// Starts the task: `commit` writes one batch in one transaction and answers its jobs.
+    pub(super) fn start<F, Fut>(max_batch: usize, commit: F) -> Self
+    where
+        F: FnMut(Vec<J>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(receiver, max_batch.max(1), commit));
+        Self { sender }
+    }
+
+    /// Queues a job; gives it back when the task is gone.
+    pub(super) fn submit(&self, job: J) -> Result<(), J> {
+        self.sender
+            .send(Message::Job(job))
+            .map_err(|mpsc::error::SendError(message)| match message {
+                Message::Job(job) => job,
+                Message::Flush(_) => unreachable!("a job was sent"),
+            })
+    }
+
+    /// Waits until every job submitted before this call has been committed (or failed).
+    pub(super) async fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.sender
+            .send(Message::Flush(done))
+            .map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// One batch being gathered.
+struct Gathering<J> {
+    jobs: Vec<J>,
+    weight: usize,
+    flushes: Vec<oneshot::Sender<()>>,
+    /// A job that did not fit; it starts the next batch.
+    carry: Option<J>,
+}
+
+impl<J: Weighted> Gathering<J> {
+    /// Takes `message`; false when the batch is full (the job that did not fit is carried).
+    fn take(&mut self, message: Message<J>, max_batch: usize) -> bool {
+        match message {
+            Message::Flush(done) => self.flushes.push(done),
+            Message::Job(job) => {
+                let weight = job.weight().max(1);
+                if !self.jobs.is_empty() && self.weight + weight > max_batch {
+                    self.carry = Some(job);
+                    return false;
+                }
+                self.weight += weight;
+                self.jobs.push(job);
+            }
+        }
+        self.weight < max_batch
+    }
+}
+
+async fn run<J, F, Fut>(
+    mut receiver: mpsc::UnboundedReceiver<Message<J>>,
+    max_batch: usize,
+    mut commit: F,
+) where
+    J: Weighted + Send + 'static,
+    F: FnMut(Vec<J>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut carry: Option<J> = None;
+    loop {
+        let mut batch = Gathering {
+            jobs: Vec::new(),
+            weight: 0,
+            flushes: Vec::new(),
+            carry: None,
+        };
+        let mut room = match carry.take() {
+            Some(job) => batch.take(Message::Job(job), max_batch),
+            None => match receiver.recv().await {
+                Some(message) => batch.take(message, max_batch),
+                None => return,
+            },
+        };
+        // Whatever is queued already.
+        while room {
+            match receiver.try_recv() {
+                Ok(message) => room = batch.take(message, max_batch),
+                Err(_) => break,
+            }
+        }
+        // A moment for more, unless someone waits on a flush or there is nothing to write.
+        if room && batch.flushes.is_empty() && !batch.jobs.is_empty() {
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while room {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(message)) => room = batch.take(message, max_batch),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        carry = batch.carry.take();
+        if !batch.jobs.is_empty() {
+            commit(batch.jobs).await;
+        }
+        for done in batch.flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// The error to give every job of a batch that could not be committed.
+pub(super) fn batch_error(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Database(text) => StoreError::Commit(text),
+        other => other,
+    }
+}
+
+/// True when a failed batch is worth retrying job by job: the database refused something (one
+/// bad job fails its whole batch), as opposed to being unreachable.
+pub(super) fn retry_one_by_one(error: &StoreError, jobs: usize) -> bool {
+    jobs > 1 && matches!(error, StoreError::Database(_) | StoreError::Commit(_))
+}

@@ -1,0 +1,186 @@
+//! Schema migrations, versioned in code: `schema_migrations` holds one row per migration
+//! applied. They run in one transaction under a transaction-scoped advisory lock, so nodes that
+//! start together against a fresh database wait for each other instead of racing; a database
+//! migrated by a newer binary is refused.
+//!
+//! The tables are those of the SQLite schema (its migrations 1 and 2) with PostgreSQL types
+//! (`BIGINT` for unix seconds and milliseconds, `BYTEA` for bodies and components, JSON specs as
+//! `TEXT`), plus `endpoint_slots` (the cluster-wide concurrency of an endpoint).
+
+use deadpool_postgres::Object;
+
+use super::error::describe;
+use crate::model::now_unix;
+use crate::store::StoreError;
+
+/// Key of the advisory lock migrations hold (`wasmhook` in ASCII).
+const MIGRATION_LOCK: i64 = 0x7761_736d_686f_6f6b;
+
+/// Every migration, oldest first. Never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema of SQLite's migrations 1 and 2, and the endpoint slots.
+    r#"
+    CREATE TABLE tenants (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        spec        TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    CREATE INDEX endpoints_by_tenant ON endpoints(tenant_id);
+    CREATE TABLE events (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        type        TEXT NOT NULL,
+        body        BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE INDEX events_by_tenant ON events(tenant_id, created_at);
+    CREATE TABLE deliveries (
+        id               TEXT PRIMARY KEY,
+        event_id         TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        endpoint_id      TEXT NOT NULL,
+        tenant_id        TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        attempts         INT NOT NULL DEFAULT 0,
+        round_start      INT NOT NULL DEFAULT 0,
+        next_attempt_at  BIGINT,
+        last_status      INT,
+        last_error       TEXT,
+        updated_at       BIGINT NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at BIGINT,
+        CONSTRAINT deliveries_leased_only_pending CHECK (status = 'pending' OR lease_owner IS NULL)
+    );
+    CREATE INDEX deliveries_by_event ON deliveries(event_id);
+    CREATE INDEX deliveries_claimable ON deliveries(next_attempt_at)
+        WHERE status = 'pending' AND lease_owner IS NULL;
+    CREATE INDEX deliveries_leased ON deliveries(lease_owner, lease_expires_at)
+        WHERE lease_owner IS NOT NULL;
+    CREATE TABLE attempts (
+        delivery_id      TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        attempt          INT NOT NULL,
+        started_at       BIGINT NOT NULL,
+        status_code      INT,
+        latency_ms       BIGINT NOT NULL,
+        outcome          TEXT NOT NULL,
+        error            TEXT,
+        response_snippet TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    );
+    CREATE TABLE idempotency_keys (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,
+        response    TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+    );
+    CREATE TABLE signing_keys (
+        kid             TEXT PRIMARY KEY,
+        alg             TEXT NOT NULL,
+        private_key_pem TEXT NOT NULL,
+        certificate_pem TEXT NOT NULL,
+        created_at      BIGINT NOT NULL,
+        retired_at      BIGINT
+    );
+    CREATE TABLE client_certificates (
+        id              TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name            TEXT NOT NULL,
+        private_key_pem TEXT NOT NULL,
+        csr_pem         TEXT,
+        certificate_pem TEXT,
+        created_at      BIGINT NOT NULL,
+        updated_at      BIGINT NOT NULL
+    );
+    CREATE INDEX client_certificates_by_tenant ON client_certificates(tenant_id);
+    CREATE TABLE revisions (
+        kind TEXT PRIMARY KEY,
+        rev  BIGINT NOT NULL
+    );
+    INSERT INTO revisions (kind, rev) VALUES
+        ('directory', 0), ('keys', 0), ('certificates', 0), ('plugins', 0);
+    CREATE TABLE tenant_plugins (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        size        BIGINT NOT NULL,
+        bytes       BYTEA NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+    CREATE TABLE endpoint_slots (
+        endpoint_id TEXT NOT NULL,
+        slot        INT NOT NULL,
+        owner       TEXT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, slot)
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub(super) fn latest() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
+/// Applies the migrations the database has not seen yet (all in one transaction, under the
+/// migration lock); refuses a database newer than this binary.
+pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let failed = |what: &str, e: tokio_postgres::Error| {
+        StoreError::Schema(format!("{what}: {}", describe(&e)))
+    };
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| failed("cannot begin the migration", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| failed("cannot take the migration lock", e))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INT PRIMARY KEY,
+             applied_at BIGINT NOT NULL
+         )",
+    )
+    .await
+    .map_err(|e| failed("cannot create schema_migrations", e))?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(|e| failed("cannot read schema_migrations", e))?
+        .get(0);
+    if applied > latest() {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {applied}, newer than this binary knows ({}); \
+             upgrade wasmhook",
+            latest()
+        )));
+    }
+    let applied = usize::try_from(applied).unwrap_or(0);
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = index as i32 + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| failed(&format!("migration {version} failed"), e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&version, &now_unix()],
+        )
+        .await
+        .map_err(|e| failed(&format!("migration {version} failed"), e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| failed("cannot commit the migrations", e))?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Schema migrations, versioned in code. `PRAGMA user_version` holds the number of migrations
+//! applied; each runs once, in its own transaction, in order.
+
+use rusqlite::Connection;
+
+use super::connection::OrStore;
+use crate::store::StoreError;
+
+/// Every migration, oldest first. Never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE tenants (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE endpoints (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        spec        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX endpoints_by_tenant ON endpoints(tenant_id);
+    CREATE TABLE events (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        type        TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_tenant ON events(tenant_id, created_at);
+    CREATE TABLE deliveries (
+        id              TEXT PRIMARY KEY,
+        event_id        TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        endpoint_id     TEXT NOT NULL,
+        tenant_id       TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        round_start     INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_status     INTEGER,
+        last_error      TEXT,
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_by_event ON deliveries(event_id);
+    CREATE INDEX deliveries_pending ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE TABLE attempts (
+        delivery_id      TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        attempt          INTEGER NOT NULL,
+        started_at       INTEGER NOT NULL,
+        status_code      INTEGER,
+        latency_ms       INTEGER NOT NULL,
+        outcome          TEXT NOT NULL,
+        error            TEXT,
+        response_snippet TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency_keys (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,
+        response    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE signing_keys (
+        kid             TEXT PRIMARY KEY,
+        alg             TEXT NOT NULL,
+        private_key_pem TEXT NOT NULL,
+        certificate_pem TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        retired_at      INTEGER
+    );
+    CREATE TABLE client_certificates (
+        id              TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name            TEXT NOT NULL,
+        private_key_pem TEXT NOT NULL,
+        csr_pem         TEXT,
+        certificate_pem TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    );
+    "#,
+    // 2: leases (claims by node), change counters, tenant plugins.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+    ALTER TABLE deliveries ADD COLUMN lease_expires_at INTEGER;
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_claimable ON deliveries(next_attempt_at)
+        WHERE status = 'pending' AND lease_owner IS NULL;
+    CREATE INDEX deliveries_leased ON deliveries(lease_owner, lease_expires_at)
+        WHERE lease_owner IS NOT NULL;
+    CREATE TABLE revisions (
+        kind TEXT PRIMARY KEY,
+        rev  INTEGER NOT NULL
+    );
+    INSERT INTO revisions (kind, rev) VALUES
+        ('directory', 0), ('keys', 0), ('certificates', 0), ('plugins', 0);
+    CREATE TABLE tenant_plugins (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        bytes       BLOB NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+    "#,
+];
+
+/// Applies the migrations `conn` has not seen yet.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .db()?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {applied}, newer than this binary knows ({}); upgrade wasmhook",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = index + 1;
+        let failed =
+            |e: rusqlite::Error| StoreError::Schema(format!("migration {version} failed: {e}"));
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Aggregate;
+
+    #[test]
+    fn migrations_apply_in_order_and_seed_every_revision_kind() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        // Idempotent: a second run applies nothing.
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mut kinds: Vec<String> = conn
+            .prepare("SELECT kind FROM revisions WHERE rev = 0 ORDER BY kind")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        kinds.sort();
+        let mut expected: Vec<String> = [
+            Aggregate::Directory,
+            Aggregate::Keys,
+            Aggregate::Certificates,
+            Aggregate::Plugins,
+        ]
+        .iter()
+        .map(|a| a.as_str().to_string())
+        .collect();
+        expected.sort();
+        assert_eq!(kinds, expected);
+    }
+
+    #[test]
+    fn migration_2_keeps_version_1_data_claimable() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1_i64).unwrap();
+        conn.execute_batch(
+            "INSERT INTO tenants VALUES ('t', 't', 'h', 1);
+             INSERT INTO events VALUES ('msg_1', 't', 'x', X'7B7D', 1);
+             INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, next_attempt_at, updated_at)
+               VALUES ('dlv_1', 'msg_1', 'ep_1', 't', 'pending', 5, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let claimable: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_claimable
+                 WHERE status = 'pending' AND lease_owner IS NULL AND next_attempt_at <= 5",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(claimable, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99_i64).unwrap();
+        assert!(matches!(migrate(&mut conn), Err(StoreError::Schema(_))));
+    }
+}
