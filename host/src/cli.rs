@@ -18,6 +18,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of `Serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the engine: admin API, dispatcher, plugin watcher.
     Serve(ServeArgs),

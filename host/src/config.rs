@@ -120,9 +120,13 @@ pub struct DeliveryConfig {
 #[serde(default, deny_unknown_fields)]
 #[derive(Default)]
 pub struct HttpConfig {
-    /// Private, loopback and link-local destinations are refused unless their resolved address
-    /// falls in one of these networks (e.g. `["127.0.0.1/32"]`).
+    /// Special-purpose destinations (private, loopback, link-local, documentation, the IPv6
+    /// forms embedding an IPv4 address, ...) are refused unless their address falls in one of
+    /// these networks (e.g. `["127.0.0.1/32"]`).
     pub allow_cidrs: Vec<IpNet>,
+    /// Egress only to `allow_cidrs`: every other destination is refused and names other than
+    /// `localhost` are not even resolved (an isolated test bed, or a strict egress policy).
+    pub egress_allow_cidrs_only: bool,
 }
 
 /// Plugin sandbox limits and endpoint policy.

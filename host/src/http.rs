@@ -68,11 +68,28 @@ pub struct AddressPolicy {
     /// when its embedded IPv4 address (the one actually connected to) or the address itself is
     /// inside one; every other form only when the address itself is.
     pub allow_cidrs: Vec<IpNet>,
+    /// Egress only to `allow_cidrs`: every other address is refused, and names other than
+    /// `localhost` are refused without being resolved (no DNS query leaves the machine).
+    pub allow_cidrs_only: bool,
 }
 
 impl AddressPolicy {
     /// `Ok` when `ip` may be contacted; else why not.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        if self.allow_cidrs_only {
+            let embedded = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+                IpAddr::V4(_) => None,
+            };
+            let allowed = |addr: IpAddr| self.allow_cidrs.iter().any(|net| net.contains(&addr));
+            return if allowed(ip) || embedded.is_some_and(allowed) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "destination {ip} refused: egress is limited to http.allow_cidrs (http.egress_allow_cidrs_only)"
+                ))
+            };
+        }
         let Some(kind) = refused_kind(ip) else {
             return Ok(());
         };
@@ -274,6 +291,57 @@ fn v4_kind(v4: Ipv4Addr) -> Option<&'static str> {
         .map(|(_, _, kind)| *kind)
 }
 
+/// Takes `user:password@` out of `uri`; returns the URI without it and the matching Basic
+/// `authorization` value (user and password percent-decoded).
+fn split_userinfo(uri: http::Uri) -> Result<(http::Uri, Option<http::HeaderValue>), String> {
+    let Some(authority) = uri.authority().map(|a| a.as_str().to_string()) else {
+        return Ok((uri, None));
+    };
+    let Some((userinfo, host_port)) = authority.rsplit_once('@') else {
+        return Ok((uri, None));
+    };
+    let decode = |text: &str| {
+        percent_decode(text).ok_or_else(|| "the URL's user or password is not valid percent-encoding".to_string())
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (decode(user)?, decode(password)?),
+        None => (decode(userinfo)?, String::new()),
+    };
+    let credentials = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:{password}"),
+    );
+    let mut header = http::HeaderValue::from_str(&format!("Basic {credentials}"))
+        .map_err(|_| "the URL's credentials cannot be sent".to_string())?;
+    header.set_sensitive(true);
+    let mut parts = uri.into_parts();
+    parts.authority = Some(
+        host_port
+            .parse()
+            .map_err(|_| "the URL's host is not valid".to_string())?,
+    );
+    let uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
+    Ok((uri, Some(header)))
+}
+
+/// `%41` → `A`; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A DNS resolver that drops internal addresses the policy does not allow.
 #[derive(Clone)]
 struct GuardedResolver {
@@ -293,6 +361,14 @@ impl tower::Service<Name> for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
+            if policy.allow_cidrs_only && host != "localhost" {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    RefusedDestination(format!(
+                        "{host} refused: egress is limited to the addresses of http.allow_cidrs (http.egress_allow_cidrs_only); names are not resolved"
+                    )),
+                ));
+            }
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refusals = Vec::new();
@@ -470,34 +546,49 @@ impl HttpClient {
         tls: Option<&TlsChoice>,
     ) -> Result<Received, SendError> {
         let started = Instant::now();
+        // Never the URL itself in an error: it may carry a password.
+        let shown = crate::store::redact_url(&request.url);
         let uri: http::Uri =
             request
                 .url
                 .parse()
                 .map_err(|e: http::uri::InvalidUri| SendError::InvalidUrl {
-                    url: request.url.clone(),
+                    url: shown.clone(),
                     reason: e.to_string(),
                 })?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             _ => {
                 return Err(SendError::InvalidUrl {
-                    url: request.url.clone(),
+                    url: shown.clone(),
                     reason: "scheme must be http or https".into(),
                 });
             }
         }
         let host = uri.host().ok_or_else(|| SendError::InvalidUrl {
-            url: request.url.clone(),
+            url: shown.clone(),
             reason: "no host".into(),
         })?;
         if let Some(why) = self.policy.refuses_literal(host) {
             return Err(SendError::Refused(why));
         }
+        // `user:password@` in the URL becomes a Basic `authorization` header (unless a step set
+        // one), and leaves the URI: hyper would neither send it nor keep it out of its logs.
+        let (uri, basic) = split_userinfo(uri).map_err(|reason| SendError::InvalidUrl {
+            url: shown.clone(),
+            reason,
+        })?;
         let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::InvalidRequest(format!("method `{}` is not valid", request.method))
         })?;
         let mut builder = http::Request::builder().method(method).uri(uri);
+        let has_authorization = request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if let Some(basic) = basic.filter(|_| !has_authorization) {
+            builder = builder.header(http::header::AUTHORIZATION, basic);
+        }
         for (name, value) in &request.headers {
             let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 SendError::InvalidRequest(format!("header name `{name}` is not valid"))
@@ -642,7 +733,15 @@ mod tests {
         }
         let allowing = AddressPolicy {
             allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+            ..Default::default()
         };
+        let only = AddressPolicy {
+            allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+            allow_cidrs_only: true,
+        };
+        only.check("127.0.0.1".parse().unwrap()).unwrap();
+        assert!(only.check("8.8.8.8".parse().unwrap()).is_err());
+        assert!(only.check("2606:4700::1111".parse().unwrap()).is_err());
         allowing.check("127.0.0.1".parse().unwrap()).unwrap();
         assert!(allowing.check("127.0.0.2".parse().unwrap()).is_err());
     }
@@ -846,12 +945,32 @@ mod tests {
     }
 
     #[test]
+    fn url_credentials_become_a_basic_header_and_leave_the_uri() {
+        let (uri, basic) =
+            split_userinfo("https://hook%40user:p%3Ass@example.com:8443/a?b=1".parse().unwrap())
+                .unwrap();
+        assert_eq!(uri.to_string(), "https://example.com:8443/a?b=1");
+        let basic = basic.unwrap();
+        assert!(basic.is_sensitive());
+        let expected = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "hook@user:p:ss",
+        );
+        assert_eq!(basic.to_str().unwrap(), format!("Basic {expected}"));
+        let (plain, none) = split_userinfo("http://example.com/x".parse().unwrap()).unwrap();
+        assert_eq!(plain.to_string(), "http://example.com/x");
+        assert!(none.is_none());
+        assert!(split_userinfo("http://a:%zz@example.com/".parse().unwrap()).is_err());
+    }
+
+    #[test]
     fn allow_cidrs_permit_exact_addresses_not_their_embeddings() {
         let policy = AddressPolicy {
             allow_cidrs: vec![
                 "127.0.0.1/32".parse().unwrap(),
                 "64:ff9b::a00:1/128".parse().unwrap(),
             ],
+            ..Default::default()
         };
         let ok = |ip: &str| policy.check(ip.parse().unwrap()).is_ok();
         assert!(ok("127.0.0.1"));

@@ -20,10 +20,12 @@
 //!   Smaller bodies still meet each route's own limit as they are read (`api.max_body_kib`,
 //!   `api.max_plugin_mib`).
 //! - **Connections** (`api.max_connections`, default 1024): when that many are open, the loop
-//!   stops accepting until one closes. Further clients wait in the kernel's listen backlog (they
-//!   cost no memory in the process and are served in turn) rather than being accepted and closed:
-//!   a client retrying a refused connection would only make things worse, and the timeouts above
-//!   bound how long any connection holds its slot without making progress.
+//!   stops accepting until one closes. Further clients wait in the kernel (in the listen backlog,
+//!   and once that is full in `connect`, whose SYNs are retried): they cost the process nothing
+//!   and are served in turn, rather than being accepted and closed, which a retrying client
+//!   would only answer with more connections. The timeouts above bound how long a connection
+//!   holds its slot without making progress (about `api.header_read_timeout` when idle or slow
+//!   to send headers).
 //!
 //! Shutdown is graceful, as with `axum::serve(..).with_graceful_shutdown`: the listener closes,
 //! idle connections are closed, requests in progress finish (HTTP/1 connections then close,

@@ -24,6 +24,17 @@ use sha2::{Digest, Sha256};
 /// Prefix of every sealed value.
 pub const SEALED_PREFIX: &str = "whsealed:v1:";
 
+/// What the API shows instead of a secret value (a step field its plugin's schema marks
+/// `writeOnly` / `x-secret`). Sent back at the same place of the same step, it keeps the stored
+/// value; anywhere else it is refused.
+pub const REDACTED: &str = "wh:redacted";
+
+/// What the API shows instead of the password of a URL (`https://user:wh%3Aredacted@host/`):
+/// [`REDACTED`] percent-encoded as a URL's userinfo must be, so the URL stays valid and comes
+/// back unchanged through URL libraries. Sent back (this form or `wh:redacted`) in the same URL,
+/// it keeps the stored password.
+pub const REDACTED_URL_PASSWORD: &str = "wh%3Aredacted";
+
 /// Why sealing or unsealing failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {

@@ -83,12 +83,25 @@ async fn loopback_destinations_are_refused_unless_allowed() {
     let engine = TestEngine::start_with(|c| c.http.allow_cidrs.clear()).await;
     let (acme, _) = engine.tenant("acme").await;
     let receiver = Receiver::ok().await;
-    // By IP literal and by a name resolving to loopback.
-    engine
-        .endpoint(&acme, json!({"url": receiver.url(), "event_types": ["ip"]}))
+    // An IP literal is refused when the endpoint is created, naming the field.
+    let (status, body) = engine
+        .api
+        .post(
+            &format!("/v1/tenants/{acme}/endpoints"),
+            json!({"url": receiver.url(), "event_types": ["ip"]}),
+        )
         .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "url", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("loopback")),
+        "{body}"
+    );
+    // A name resolving to loopback is refused when it is resolved, at delivery.
     engine.endpoint(&acme, json!({"url": format!("http://localhost:{}/hook", receiver.addr.port()), "event_types": ["name"]})).await;
-    for kind in ["ip", "name"] {
+    for kind in ["name"] {
         let event = engine.event(&acme, kind, json!({})).await;
         let deliveries = engine.settled(&acme, &event, Duration::from_secs(10)).await;
         assert_eq!(deliveries[0]["status"], "dead");

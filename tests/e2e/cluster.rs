@@ -10,6 +10,7 @@
 //!   rotation; an `Idempotency-Key` repeated on another node returns the first answer; an
 //!   endpoint's `max_concurrency` holds across the cluster.
 //!
+//! The nodes share one master key (the secrets sealed in the database are theirs in common).
 //! Each measured figure is printed. The two tests take turns (six engines at once on a small
 //! machine would blur the timings they check).
 
@@ -70,6 +71,8 @@ impl Cluster {
         let began = Instant::now();
         let store = postgres::database().await;
         let ttl = format!("{}s", LEASE_TTL.as_secs());
+        // The nodes share the secrets sealed in the database: one master key for all.
+        let master_key = hex::encode(rand::random::<[u8; 32]>());
         let mut dirs = Vec::new();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -77,7 +80,14 @@ impl Cluster {
             let node = spawn_engine_with(
                 dir.path(),
                 free_port(),
-                &["--store", &store, "--lease-ttl", &ttl],
+                &[
+                    "--store",
+                    &store,
+                    "--lease-ttl",
+                    &ttl,
+                    "--master-key",
+                    &master_key,
+                ],
                 toml,
             );
             dirs.push(dir);
@@ -141,7 +151,12 @@ impl Cluster {
                 (node.api.get(path).await.0 == 200).then_some(())
             })
             .await
-            .unwrap_or_else(|| panic!("{path} not visible on node {i} within 10 s"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{path} not visible on node {i} within 10 s; its log:\n{}",
+                    node.log()
+                )
+            });
         }
         began.elapsed()
     }

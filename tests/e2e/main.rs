@@ -13,5 +13,7 @@ mod methods;
 mod plugin_registry;
 mod plugin_runtime;
 mod plugins;
+mod secrets;
 mod tls;
 mod window;
+mod store_backends;

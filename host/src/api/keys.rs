@@ -15,7 +15,7 @@ use crate::keys::KeySummary;
 
 /// The public signing keys (current and recently retired), each with its certificate in `x5c`.
 /// Tenants verify JWS deliveries against this document.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys", security(()), responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys", security(()), responses((status = 200, body = Object, content_type = "application/jwk-set+json")))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
         [

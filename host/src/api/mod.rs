@@ -10,6 +10,7 @@ mod endpoints;
 pub mod error;
 mod events;
 mod keys;
+mod openapi;
 mod plugins;
 mod tenants;
 
@@ -114,6 +115,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .split_for_parts();
+    let mut openapi = openapi;
+    // After the routes are in: the shared error answers go on every operation.
+    utoipa::Modify::modify(&openapi::CommonResponses, &mut openapi);
     let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".into());
     api.route(
         "/openapi.json",
@@ -144,7 +148,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics: deliveries by outcome, attempt latency histogram, queue depth.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Gauges are read from their sources when scraped, not kept in step on the hot path.
     let engine = &state.engine;

@@ -8,9 +8,10 @@
 //! passes `api.max_plugin_mib`, and read back once, whole, for compiling. Custom sections (names,
 //! producers, debug info, padding) are stripped before the component is compiled, hashed and
 //! stored: the `sha256` the API reports is that of the stripped component, and only its bytes
-//! count against the tenant's quota (`api.max_plugin_bytes_per_tenant_mib`).
+//! count against the tenant's quota (`api.max_plugin_bytes_per_tenant_mib`). What is left of a
+//! refused upload's body is read and dropped after the answer (bounded), so that the client
+//! reads the answer rather than a reset connection.
 
-use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,20 +20,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::engine::UseCaseError;
 use crate::plugins::{
-    LoadError, PluginStatus, QuotaError, StripError, TenantPluginLimits, strip_custom_sections,
-    validate_plugin_name,
+    LoadError, PluginStatus, QuotaError, TenantPluginLimits, read_stripped, validate_plugin_name,
 };
-
-/// How long the body of one upload may take to arrive once it was admitted (it holds an upload
-/// slot meanwhile).
-const UPLOAD_RECEIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long, at most, the rest of a refused upload is read and dropped after the answer.
 const LINGER: Duration = Duration::from_secs(5);
@@ -109,8 +104,14 @@ pub async fn put_tenant_plugin(
     result.map(ApiJson).map_err(|e| {
         // Most refusals come before the body is read (or before its end). Answering and
         // closing with unread bytes makes the kernel reset the connection, and the client may
-        // see that instead of the answer: read and drop the rest meanwhile (bounded).
-        let limit = state.engine.config.api.max_plugin_mib.saturating_mul(1 << 20);
+        // see that instead of the answer: read and drop the rest meanwhile (bounded; up to
+        // twice the upload limit, so that a body somewhat too large is read to its end).
+        let limit = state
+            .engine
+            .config
+            .api
+            .max_plugin_mib
+            .saturating_mul(2 << 20);
         tokio::spawn(linger(body, limit));
         let busy = e.code == "uploads_busy";
         let mut response = e.into_response();
@@ -251,24 +252,14 @@ async fn upload(
             });
         }
     };
-    let received = tokio::time::timeout(
-        UPLOAD_RECEIVE_TIMEOUT,
-        receive(
-            body,
-            limits.max_component_bytes,
-            &state.engine.config.data_dir,
-        ),
+    // The listener bounds how long the body may take (`api.body_read_timeout`, from this
+    // first read: the wait for a slot above does not count), answering 408.
+    let received = receive(
+        body,
+        limits.max_component_bytes,
+        &state.engine.config.data_dir,
     )
-    .await
-    .map_err(|_| ApiError {
-        status: StatusCode::REQUEST_TIMEOUT,
-        code: "request_timeout",
-        field: None,
-        message: format!(
-            "the component did not arrive within {}s",
-            UPLOAD_RECEIVE_TIMEOUT.as_secs()
-        ),
-    })?;
+    .await;
     let file = match received? {
         Received::Empty => {
             return Err(ApiError::bad_request(
@@ -279,7 +270,8 @@ async fn upload(
         Received::TooLarge => return Err(too_large(&limits)),
         Received::File(file, len) => (file, len),
     };
-    let (bytes, uploaded) = tokio::task::spawn_blocking(move || read_back(file))
+    let plugin = format!("tenant:{name}");
+    let (bytes, uploaded) = tokio::task::spawn_blocking(move || read_back(&plugin, file))
         .await
         .map_err(|e| ApiError::internal("reading the upload back", e))??;
     if bytes.len() < uploaded {
@@ -329,20 +321,24 @@ enum Received {
 }
 
 /// Streams `body` to an unnamed temporary file (in `data_dir`, else the system's temporary
-/// directory), stopping as soon as it passes `limit` bytes.
+/// directory), stopping as soon as it passes `limit` bytes. The chunks go as they came to one
+/// blocking thread that writes them (a few at a time: the client is not read faster than the
+/// disk takes it).
 async fn receive(
     body: &mut BodyDataStream,
     limit: usize,
     data_dir: &std::path::Path,
 ) -> Result<Received, ApiError> {
     let dir: PathBuf = data_dir.to_path_buf();
-    let file = tokio::task::spawn_blocking(move || {
-        tempfile::tempfile_in(&dir).or_else(|_| tempfile::tempfile())
-    })
-    .await
-    .map_err(|e| ApiError::internal("creating a temporary file for the upload", e))?
-    .map_err(|e| ApiError::internal("creating a temporary file for the upload", e))?;
-    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+    let (chunks, mut to_write) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        use std::io::Write;
+        let mut file = tempfile::tempfile_in(&dir).or_else(|_| tempfile::tempfile())?;
+        while let Some(chunk) = to_write.blocking_recv() {
+            file.write_all(&chunk)?;
+        }
+        Ok(file)
+    });
     let mut total = 0usize;
     while let Some(chunk) = body.next().await {
         let chunk = chunk
@@ -351,39 +347,72 @@ async fn receive(
         if total > limit {
             return Ok(Received::TooLarge);
         }
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::internal("writing the upload to a temporary file", e))?;
+        if chunks.send(chunk).await.is_err() {
+            break; // the writer failed: its error is below
+        }
     }
+    drop(chunks);
+    let written = |e: &dyn std::fmt::Display| {
+        ApiError::internal("writing the upload to a temporary file", e.to_string())
+    };
+    let file = writer
+        .await
+        .map_err(|e| written(&e))?
+        .map_err(|e| written(&e))?;
     if total == 0 {
         return Ok(Received::Empty);
     }
-    out.flush()
-        .await
-        .map_err(|e| ApiError::internal("writing the upload to a temporary file", e))?;
-    Ok(Received::File(out.into_inner().into_std().await, total))
+    Ok(Received::File(file, total))
 }
 
-/// Reads an upload back from its file, without its custom sections; with the size uploaded.
-fn read_back((mut file, len): (std::fs::File, usize)) -> Result<(Vec<u8>, usize), ApiError> {
-    let mut bytes = Vec::with_capacity(len);
-    file.rewind()
-        .and_then(|()| file.read_to_end(&mut bytes))
+/// Reads an upload back from its file, without its custom sections (which are skipped, not
+/// read); with the size uploaded. What is not a component is refused from its first 8 bytes.
+fn read_back(
+    plugin: &str,
+    (mut file, len): (std::fs::File, usize),
+) -> Result<(Vec<u8>, usize), ApiError> {
+    use std::io::{Read, Seek};
+    let mut preamble = [0u8; 8];
+    let read = file
+        .rewind()
+        .and_then(|()| file.read(&mut preamble))
         .map_err(|e| ApiError::internal("reading the upload back", e))?;
-    drop(file);
-    let stripped = match strip_custom_sections(&bytes) {
-        Ok(std::borrow::Cow::Owned(stripped)) => Some(stripped),
-        // Nothing to strip; or not WebAssembly at all, which the compiler explains.
-        Ok(std::borrow::Cow::Borrowed(_)) | Err(StripError::Malformed) => None,
-        Err(e @ StripError::TooDeep) => {
-            return Err(ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "plugin_refused",
-                field: None,
-                message: format!("the component is refused: {e}"),
-            });
-        }
+    let reason = if read < 8 || &preamble[..4] != b"\0asm" {
+        Some("it does not start with the WebAssembly magic number `\\0asm`".to_string())
+    } else if preamble[4..8] == [1, 0, 0, 0] {
+        Some(
+            "it is a core WebAssembly module; plugins must be components (build for \
+             wasm32-wasip2, or run `wasm-tools component new`)"
+                .to_string(),
+        )
+    } else if preamble[6..8] != [1, 0] {
+        Some(format!(
+            "unknown WebAssembly version/layer {:02x?}",
+            &preamble[4..8]
+        ))
+    } else {
+        None
     };
-    let uploaded = bytes.len();
-    Ok((stripped.unwrap_or(bytes), uploaded))
+    if let Some(reason) = reason {
+        let error = LoadError::NotAComponent {
+            plugin: plugin.to_string(),
+            reason,
+        };
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "plugin_refused",
+            field: None,
+            message: error.to_string(),
+        });
+    }
+    match read_stripped(file, len as u64) {
+        Ok(Ok(bytes)) => Ok((bytes, len)),
+        Ok(Err(e)) => Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "plugin_refused",
+            field: None,
+            message: format!("plugin `{plugin}` is refused: {e}"),
+        }),
+        Err(e) => Err(ApiError::internal("reading the upload back", e)),
+    }
 }

@@ -194,6 +194,7 @@ impl Engine {
         let http = Arc::new(HttpClient::new(
             AddressPolicy {
                 allow_cidrs: config.http.allow_cidrs.clone(),
+                allow_cidrs_only: config.http.egress_allow_cidrs_only,
             },
             HttpLimits {
                 connect_timeout: config.delivery.connect_timeout,

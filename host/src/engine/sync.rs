@@ -18,7 +18,7 @@ use super::StartError;
 use crate::keys::KeyManager;
 use crate::mtls::TlsResolver;
 use crate::plugins::PluginRegistry;
-use crate::store::{Notice, Revisions, Store, StoreError, StoredPlugin};
+use crate::store::{Notice, Store, StoreError, StoredPlugin};
 
 /// Loads every stored tenant plugin into the registry (at start-up). Tenant plugins that an
 /// earlier version kept as files under `<data_dir>/tenant-plugins/<tenant>/<name>.wasm` are
@@ -92,18 +92,9 @@ pub(super) async fn follow_changes(
     tls: Arc<TlsResolver>,
     poll: Duration,
 ) {
-    let mut seen = match store.revisions().await {
-        Ok(revisions) => revisions,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the change counters; reloading everything at the next look");
-            Revisions {
-                directory: -1,
-                keys: -1,
-                certificates: -1,
-                plugins: -1,
-            }
-        }
-    };
+    // What this node loaded reflects the counters read before loading; anything newer is
+    // reloaded at the first look.
+    let mut seen = store.opened_at();
     let mut notices = store.notices();
     loop {
         let notice = async {

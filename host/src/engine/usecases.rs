@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::Engine;
 use crate::model::now_unix;
-use crate::plugins::{LoadError, PluginStatus};
+use crate::plugins::{LoadError, PluginKind, PluginStatus};
 use crate::model::Endpoint;
 use crate::secrets::{SecretPath, secret_paths_of_schema};
 use crate::store::{
@@ -26,17 +26,41 @@ pub enum UseCaseError {
 
 impl Engine {
     /// The secret fields of each step of `endpoint`, as its plugins' config schemas declare
-    /// them (`writeOnly` / `x-secret`). A step whose plugin is not loaded declares none.
+    /// them (`writeOnly` / `x-secret`). A step whose plugin is not loaded declares none. A
+    /// bearer-style step (a `provider_config` object) also gets its token provider's secret
+    /// fields under `provider_config`: the provider is the step's `provider`, else the default
+    /// its plugin's schema gives `provider` (`bearer`: `oauth2-client-credentials`).
     pub fn secret_paths(&self, endpoint: &Endpoint) -> Vec<Vec<SecretPath>> {
+        let tenant = &endpoint.tenant_id;
         endpoint
             .spec
             .steps
             .iter()
             .map(|step| {
-                self.registry
-                    .resolve(&endpoint.tenant_id, &step.plugin)
-                    .map(|plugin| secret_paths_of_schema(&plugin.info().config_schema))
-                    .unwrap_or_default()
+                let Ok(plugin) = self.registry.resolve(tenant, &step.plugin) else {
+                    return Vec::new();
+                };
+                let schema = &plugin.info().config_schema;
+                let mut paths = secret_paths_of_schema(schema);
+                let provider = step
+                    .config
+                    .get("provider")
+                    .or_else(|| schema.pointer("/properties/provider/default"))
+                    .and_then(|p| p.as_str());
+                if let Some(provider) = provider
+                    && step
+                        .config
+                        .get("provider_config")
+                        .is_some_and(|c| c.is_object())
+                    && let Ok(token) = self.registry.resolve(tenant, provider)
+                    && token.info().kind == PluginKind::TokenProvider
+                {
+                    for mut path in secret_paths_of_schema(&token.info().config_schema) {
+                        path.insert(0, "provider_config".to_string());
+                        paths.push(path);
+                    }
+                }
+                paths
             })
             .collect()
     }

@@ -45,8 +45,8 @@ pub use engine::{EPOCH_TICK, InstanceReuse, RuntimeLimits};
 pub use error::{LoadError, PluginError};
 pub use registry::{
     MAX_COMPONENT_NESTING, PluginRegistry, PluginSource, PluginState, PluginStatus, QuotaError,
-    StripError, TenantPluginLimits, TenantUploads, custom_section_bytes, strip_custom_sections,
-    validate_plugin_name,
+    StripError, TenantPluginLimits, TenantUploads, custom_section_bytes, read_stripped,
+    strip_custom_sections, validate_plugin_name,
 };
 pub use runtime::{LoadedPlugin, PluginRuntime, WALL_CLOCK_ALLOWANCE, World};
 pub use services::{HostServices, NoHostServices};

@@ -131,6 +131,88 @@ pub fn strip_custom_sections(bytes: &[u8]) -> Result<Cow<'_, [u8]>, StripError> 
     Ok(Cow::Owned(out))
 }
 
+/// [`strip_custom_sections`] of the `len` bytes of `file` (from its start), reading only what
+/// is kept: the component's own custom sections are skipped, never read, so a component padded
+/// with them costs no memory. The modules and components nested in it are read whole, then
+/// stripped. Bytes that are not WebAssembly (or whose sections overrun `len`) are returned as
+/// they are, for the compiler to explain.
+pub fn read_stripped<R: std::io::Read + std::io::Seek>(
+    file: R,
+    len: u64,
+) -> std::io::Result<Result<Vec<u8>, StripError>> {
+    use std::io::{BufReader, Read, Seek};
+    let mut r = BufReader::with_capacity(64 * 1024, file);
+    r.rewind()?;
+    let whole = |r: &mut BufReader<R>| -> std::io::Result<Vec<u8>> {
+        r.rewind()?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        r.take(len).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let mut preamble = [0u8; 8];
+    if len < 8 || r.read_exact(&mut preamble).is_err() || &preamble[..4] != b"\0asm" {
+        return whole(&mut r).map(Ok);
+    }
+    let component = preamble[6..8] == [1, 0];
+    // Only touched pages cost memory: reserving the whole size avoids copies as it grows.
+    let mut out = Vec::with_capacity(len as usize);
+    out.extend_from_slice(&preamble);
+    let mut pos: u64 = 8;
+    while pos < len {
+        let mut id = [0u8];
+        r.read_exact(&mut id)?;
+        let mut size: u64 = 0;
+        let mut leb = 0;
+        loop {
+            let mut b = [0u8];
+            if leb == 5 || pos + 1 + leb as u64 >= len {
+                return whole(&mut r).map(Ok);
+            }
+            r.read_exact(&mut b)?;
+            size |= u64::from(b[0] & 0x7f) << (7 * leb);
+            leb += 1;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let payload_at = pos + 1 + leb as u64;
+        if size > u64::from(u32::MAX) || payload_at + size > len {
+            return whole(&mut r).map(Ok);
+        }
+        pos = payload_at + size;
+        if id[0] == 0 {
+            r.seek_relative(size as i64)?;
+            continue;
+        }
+        // The section as it is (a nested module or component is stripped below).
+        let start = out.len();
+        out.push(id[0]);
+        write_u32_leb(&mut out, size as u32);
+        let payload = out.len();
+        out.resize(payload + size as usize, 0);
+        r.read_exact(&mut out[payload..])?;
+        if component && matches!(id[0], 1 | 4) {
+            let inner = &out[payload..];
+            match count_custom(inner, 1) {
+                Ok(0) => {}
+                Ok(_) => {
+                    let mut stripped = Vec::with_capacity(inner.len());
+                    if let Err(e) = strip_into(inner, 1, &mut stripped) {
+                        return Ok(Err(e));
+                    }
+                    out.truncate(start);
+                    out.push(id[0]);
+                    write_u32_leb(&mut out, stripped.len() as u32);
+                    out.extend_from_slice(&stripped);
+                }
+                Err(StripError::Malformed) => return whole(&mut r).map(Ok),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
 /// Bytes taken by the custom sections of `bytes` and of what is nested in it (see
 /// [`strip_custom_sections`]).
 pub fn custom_section_bytes(bytes: &[u8]) -> Result<usize, StripError> {
@@ -937,6 +1019,43 @@ mod tests {
             nested = [COMPONENT, &section(4, &nested)].concat();
         }
         assert_eq!(strip_custom_sections(&nested), Err(StripError::TooDeep));
+    }
+
+    #[test]
+    fn reading_a_file_strips_the_same_and_passes_garbage_through() {
+        let types = section(1, &[1, 0x60, 0, 0]);
+        let module = [MODULE, &custom("name", 10), &types].concat();
+        let component = [
+            COMPONENT,
+            &custom("padding", 100_000),
+            &section(1, &module),
+            &section(7, &[0]),
+            &custom("producers", 5),
+        ]
+        .concat();
+        let read = |bytes: &[u8]| {
+            read_stripped(std::io::Cursor::new(bytes), bytes.len() as u64)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(read(&component), *strip_custom_sections(&component).unwrap());
+        assert_eq!(read(&module), *strip_custom_sections(&module).unwrap());
+        for bad in [
+            &b"garbage"[..],
+            &component[..component.len() - 1],
+            b"\0asm\x0d\0\x01\0\x07",
+        ] {
+            assert_eq!(read(bad), bad);
+        }
+        // Only the first `len` bytes count.
+        let mut longer = component.clone();
+        longer.extend_from_slice(b"trailing");
+        assert_eq!(
+            read_stripped(std::io::Cursor::new(&longer), component.len() as u64)
+                .unwrap()
+                .unwrap(),
+            *strip_custom_sections(&component).unwrap()
+        );
     }
 
     #[test]

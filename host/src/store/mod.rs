@@ -260,6 +260,11 @@ pub struct OpenOptions {
 pub struct Store {
     backend: Arc<dyn Backend>,
     directory: RwLock<Directory>,
+    /// Moves with every change this node makes to the directory (to tell a reload that raced
+    /// with one of them).
+    local_changes: std::sync::atomic::AtomicU64,
+    /// The change counters as they were before anything was loaded at open.
+    opened_at: Revisions,
     sealer: arc_swap::ArcSwap<Sealer>,
 }
 
@@ -294,12 +299,22 @@ impl Store {
         backend: Arc<dyn Backend>,
         sealer: Sealer,
     ) -> Result<Arc<Self>, StoreError> {
+        // The counters first: whatever changes after this is seen by the first comparison.
+        let opened_at = backend.revisions().await?;
         let rows = unseal_rows(&sealer, backend.directory_rows().await?)?;
         Ok(Arc::new(Self {
             backend,
             directory: RwLock::new(Directory::from_rows(rows)),
+            local_changes: std::sync::atomic::AtomicU64::new(0),
+            opened_at,
             sealer: arc_swap::ArcSwap::from_pointee(sealer),
         }))
+    }
+
+    /// The change counters read at open, before the directory (and then the keys and plugins)
+    /// were loaded: a change made by another node after that moves them past these.
+    pub fn opened_at(&self) -> Revisions {
+        self.opened_at
     }
 
     /// The sealer in use.
@@ -326,12 +341,32 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Rebuilds the directory from the store (another node changed it).
+    /// The directory, for a change this node just committed.
+    fn directory_change(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        let guard = self.directory_mut();
+        self.local_changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        guard
+    }
+
+    /// Rebuilds the directory from the store (another node changed it). A change this node
+    /// commits while the rows are read would be lost by replacing the directory with them: the
+    /// read is then done again.
     pub async fn reload_directory(&self) -> Result<(), StoreError> {
-        let rows = unseal_rows(&self.sealer(), self.backend.directory_rows().await?)?;
-        let fresh = Directory::from_rows(rows);
-        *self.directory_mut() = fresh;
-        Ok(())
+        use std::sync::atomic::Ordering;
+        for _ in 0..8 {
+            let before = self.local_changes.load(Ordering::SeqCst);
+            let rows = unseal_rows(&self.sealer(), self.backend.directory_rows().await?)?;
+            let fresh = Directory::from_rows(rows);
+            let mut directory = self.directory_mut();
+            if self.local_changes.load(Ordering::SeqCst) == before {
+                *directory = fresh;
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(
+            "the directory kept changing while it was reloaded; trying again later".into(),
+        ))
     }
 
     /// Creates a tenant whose token hashes to `token_hash`.
@@ -341,14 +376,14 @@ impl Store {
         token_hash: String,
     ) -> Result<Tenant, StoreError> {
         self.backend.create_tenant(&tenant, &token_hash).await?;
-        self.directory_mut().put_tenant(tenant.clone(), token_hash);
+        self.directory_change().put_tenant(tenant.clone(), token_hash);
         Ok(tenant)
     }
 
     /// Deletes a tenant and everything it owns.
     pub async fn delete_tenant(&self, id: &str) -> Result<bool, StoreError> {
         let deleted = self.backend.delete_tenant(id).await?;
-        self.directory_mut().remove_tenant(id);
+        self.directory_change().remove_tenant(id);
         Ok(deleted)
     }
 
@@ -362,7 +397,7 @@ impl Store {
     ) -> Result<Arc<Endpoint>, StoreError> {
         let sealed = seal_endpoint(&self.sealer(), &endpoint, secret_paths);
         self.backend.put_endpoint(&sealed).await?;
-        let mut directory = self.directory_mut();
+        let mut directory = self.directory_change();
         directory.put_endpoint(endpoint.clone());
         Ok(directory
             .endpoint(&endpoint.id)
@@ -372,7 +407,7 @@ impl Store {
     /// Deletes an endpoint; its pending deliveries become dead.
     pub async fn delete_endpoint(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let deleted = self.backend.delete_endpoint(tenant, id).await?;
-        self.directory_mut().remove_endpoint(tenant, id);
+        self.directory_change().remove_endpoint(tenant, id);
         Ok(deleted)
     }
 }

@@ -29,7 +29,7 @@ const SCHEMA: &str = r#"{
   "title": "api-key",
   "type": "object",
   "properties": {
-    "key": {"type": "string", "minLength": 1, "description": "The API key (secret)."},
+    "key": {"type": "string", "minLength": 1, "writeOnly": true, "description": "The API key (secret: sealed at rest, redacted in answers)."},
     "header": {"type": "string", "minLength": 1, "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", "default": "x-api-key", "description": "Header that carries the key."}
   },
   "required": ["key"],
@@ -121,5 +121,12 @@ mod tests {
                 other => panic!("{config}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_schema_marks_the_key_secret() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert_eq!(schema["properties"]["key"]["writeOnly"], true);
+        assert!(schema["properties"]["header"].get("writeOnly").is_none());
     }
 }

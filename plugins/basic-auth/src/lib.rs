@@ -34,7 +34,7 @@ const SCHEMA: &str = r#"{
   "type": "object",
   "properties": {
     "client_id": {"type": "string", "minLength": 1, "pattern": "^[^:]*$", "description": "User id (must not contain ':')."},
-    "client_secret": {"type": "string", "minLength": 1, "description": "Password (secret)."},
+    "client_secret": {"type": "string", "minLength": 1, "writeOnly": true, "description": "Password (secret: sealed at rest, redacted in answers)."},
     "header": {"type": "string", "minLength": 1, "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", "default": "authorization", "description": "Header that carries the credentials."}
   },
   "required": ["client_id", "client_secret"],
@@ -119,5 +119,12 @@ mod tests {
             Err(Error::InvalidConfig(m)) => assert!(m.starts_with("client_secret:"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_schema_marks_the_password_secret() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert_eq!(schema["properties"]["client_secret"]["writeOnly"], true);
+        assert!(schema["properties"]["client_id"].get("writeOnly").is_none());
     }
 }

@@ -61,12 +61,12 @@ const SCHEMA: &str = r#"{
     "method": {"type": "string", "pattern": "^[A-Z]+$", "default": "POST", "description": "HTTP method."},
     "headers": {
       "type": "object",
-      "additionalProperties": {"type": "string"},
+      "additionalProperties": {"type": "string", "writeOnly": true},
       "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
       "default": {},
-      "description": "Request headers (values may be secrets)."
+      "description": "Request headers (values may be secrets: sealed at rest, redacted in answers)."
     },
-    "body": {"type": "string", "default": "", "description": "Request body, sent as is."},
+    "body": {"type": "string", "default": "", "writeOnly": true, "description": "Request body, sent as is (may hold credentials: sealed at rest, redacted in answers)."},
     "token_pointer": {"type": "string", "format": "json-pointer", "default": "/access_token", "description": "JSON pointer to the token in the answer."},
     "expires_in_pointer": {"type": "string", "format": "json-pointer", "description": "JSON pointer to the lifetime in seconds in the answer."},
     "allowed_hosts": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}, "description": "Hosts the plugin may reach (default: the host of token_url)."}
@@ -283,5 +283,17 @@ mod tests {
                 other => panic!("{config}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_schema_marks_header_values_and_the_body_secret() {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let properties = &schema["properties"];
+        assert_eq!(
+            properties["headers"]["additionalProperties"]["writeOnly"],
+            true
+        );
+        assert_eq!(properties["body"]["writeOnly"], true);
+        assert!(properties["token_url"].get("writeOnly").is_none());
     }
 }

@@ -64,15 +64,15 @@ const SCHEMA: &str = r#"{
   "properties": {
     "token_url": {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^#]+$", "description": "Token endpoint (http or https)."},
     "client_id": {"type": "string", "minLength": 1, "description": "OAuth2 client id."},
-    "client_secret": {"type": "string", "minLength": 1, "description": "OAuth2 client secret (secret)."},
+    "client_secret": {"type": "string", "minLength": 1, "writeOnly": true, "description": "OAuth2 client secret (secret: sealed at rest, redacted in answers)."},
     "auth_method": {"enum": ["client_secret_basic", "client_secret_post"], "default": "client_secret_basic", "description": "How the client authenticates to the token endpoint."},
     "scope": {"type": "string", "description": "Requested scope (space-separated)."},
     "audience": {"type": "string", "description": "Requested audience."},
     "extra_params": {
       "type": "object",
-      "additionalProperties": {"type": "string"},
+      "additionalProperties": {"type": "string", "writeOnly": true},
       "propertyNames": {"minLength": 1, "not": {"enum": ["grant_type", "client_id", "client_secret", "scope", "audience"]}},
-      "description": "More form parameters of the token request."
+      "description": "More form parameters of the token request (values may be secrets: sealed at rest, redacted in answers)."
     },
     "token_field": {"type": "string", "minLength": 1, "default": "access_token", "description": "Field of the JSON answer that holds the token."},
     "allowed_hosts": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}, "description": "Hosts the plugin may reach (default: the host of token_url)."}
@@ -344,5 +344,19 @@ mod tests {
         );
         assert_eq!(invalid_field(&with(r#""token_field":"""#)), "token_field");
         assert_eq!(invalid_field(&with(r#""clientid":"x""#)), "clientid");
+    }
+
+    #[test]
+    fn the_schema_marks_the_secret_and_extra_params_secret() {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let properties = &schema["properties"];
+        assert_eq!(properties["client_secret"]["writeOnly"], true);
+        assert_eq!(
+            properties["extra_params"]["additionalProperties"]["writeOnly"],
+            true
+        );
+        for public in ["token_url", "client_id", "scope", "audience"] {
+            assert!(properties[public].get("writeOnly").is_none(), "{public}");
+        }
     }
 }

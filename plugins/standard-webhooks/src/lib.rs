@@ -37,7 +37,7 @@ const SCHEMA: &str = r#"{
   "title": "standard-webhooks",
   "type": "object",
   "properties": {
-    "secret": {"type": "string", "pattern": "^(whsec_)?[A-Za-z0-9+/]+={0,2}$", "description": "Signing secret: whsec_<base64> or bare base64 (secret)."}
+    "secret": {"type": "string", "pattern": "^(whsec_)?[A-Za-z0-9+/]+={0,2}$", "writeOnly": true, "description": "Signing secret: whsec_<base64> or bare base64 (secret: sealed at rest, redacted in answers)."}
   },
   "required": ["secret"],
   "additionalProperties": false
@@ -178,5 +178,11 @@ mod tests {
             assert!(message.starts_with(field), "{message}");
             assert!(!message.contains("base64!"), "{message}");
         }
+    }
+
+    #[test]
+    fn the_schema_marks_the_secret() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert_eq!(schema["properties"]["secret"]["writeOnly"], true);
     }
 }

@@ -134,8 +134,10 @@ async fn write(db: &Db, records: &[&AttemptRecord]) -> Result<(), StoreError> {
         .map(|r| i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
         .collect();
     let a_outcome: Vec<&str> = attempts.iter().map(|r| outcome(r.new_status)).collect();
-    let a_error: Vec<Option<Cow<'_, str>>> =
-        attempts.iter().map(|r| r.error.as_deref().map(text)).collect();
+    let a_error: Vec<Option<Cow<'_, str>>> = attempts
+        .iter()
+        .map(|r| r.error.as_deref().map(text))
+        .collect();
     let a_snippet: Vec<Option<Cow<'_, str>>> = attempts
         .iter()
         .map(|r| r.response_snippet.as_deref().map(text))
@@ -170,7 +172,7 @@ async fn write(db: &Db, records: &[&AttemptRecord]) -> Result<(), StoreError> {
     )
     .db()?;
     // Both statements go out at once (tokio-postgres pipelines them); they run in order.
-    futures::try_join!(
+    let insert_attempts = async {
         tx.execute(
             &insert,
             &[
@@ -183,7 +185,10 @@ async fn write(db: &Db, records: &[&AttemptRecord]) -> Result<(), StoreError> {
                 &a_error,
                 &a_snippet,
             ],
-        ),
+        )
+        .await
+    };
+    let update_deliveries = async {
         tx.execute(
             &update,
             &[
@@ -197,7 +202,8 @@ async fn write(db: &Db, records: &[&AttemptRecord]) -> Result<(), StoreError> {
                 &now_s,
             ],
         )
-    )
-    .db()?;
+        .await
+    };
+    futures::try_join!(insert_attempts, update_deliveries).db()?;
     tx.commit().await.db()
 }

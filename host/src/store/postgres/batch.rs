@@ -41,7 +41,7 @@ impl<J: Weighted + Send + 'static> Batcher<J> {
     pub(super) fn start<F, Fut>(max_batch: usize, commit: F) -> Self
     where
         F: FnMut(Vec<J>) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send,
+        Fut: Future<Output = ()> + Send + 'static,
     {
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run(receiver, max_batch.max(1), commit));
@@ -103,7 +103,7 @@ async fn run<J, F, Fut>(
 ) where
     J: Weighted + Send + 'static,
     F: FnMut(Vec<J>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let mut carry: Option<J> = None;
     loop {

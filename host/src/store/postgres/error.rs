@@ -57,10 +57,14 @@ pub(super) fn pool(error: PoolError) -> StoreError {
             StoreError::Database(text) => StoreError::Unavailable(text),
             other => other,
         },
-        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
-            "no PostgreSQL connection available in time ({kind:?}): the server is slow or \
-             unreachable, or store.pool_size is too small"
-        )),
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => StoreError::Unavailable(
+            "no pooled PostgreSQL connection became free in time (store.pool_size may be too \
+             small, or the server slow)"
+                .to_string(),
+        ),
+        PoolError::Timeout(_) => StoreError::Unavailable(
+            "connecting to PostgreSQL timed out (the server is unreachable or slow)".to_string(),
+        ),
         PoolError::Closed => StoreError::WriterGone,
         other => StoreError::Unavailable(other.to_string()),
     }

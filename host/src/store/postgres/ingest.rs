@@ -116,7 +116,7 @@ impl<'a> Plan<'a> {
                 plan.event_id.push(&event.id);
                 plan.event_tenant.push(&request.tenant);
                 plan.event_type.push(&event.event_type);
-                plan.event_body.push(&event.body);
+                plan.event_body.push(&event.body[..]);
                 plan.event_created.push(event.created_at);
                 for endpoint in &event.endpoint_ids {
                     let id = new_id("dlv");
@@ -126,7 +126,8 @@ impl<'a> Plan<'a> {
                     plan.delivery_tenant.push(&request.tenant);
                     if leased {
                         plan.delivery_owner.push(Some(&request.lease.owner));
-                        plan.delivery_expires.push(Some(request.lease.expires_at_ms));
+                        plan.delivery_expires
+                            .push(Some(request.lease.expires_at_ms));
                         created.claimed.push(PendingDelivery {
                             delivery_id: id.clone(),
                             event_id: event.id.clone(),
@@ -163,16 +164,19 @@ impl<'a> Plan<'a> {
         )
         .db()?;
         // The statements go out together (tokio-postgres pipelines them); they run in order.
-        let insert_events = tx.execute(
-            &events,
-            &[
-                &self.event_id,
-                &self.event_tenant,
-                &self.event_type,
-                &self.event_body,
-                &self.event_created,
-            ],
-        );
+        let insert_events = async {
+            tx.execute(
+                &events,
+                &[
+                    &self.event_id,
+                    &self.event_tenant,
+                    &self.event_type,
+                    &self.event_body,
+                    &self.event_created,
+                ],
+            )
+            .await
+        };
         let insert_deliveries = async {
             if self.delivery_id.is_empty() {
                 return Ok(0);
@@ -274,10 +278,7 @@ pub(super) async fn keyed(
         let mut client = db.get().await?;
         let tx = client.transaction().await.db()?;
         let inserted = tx
-            .execute(
-                INSERT_KEY,
-                &[&request.tenant, &key, &response, &now_unix()],
-            )
+            .execute(INSERT_KEY, &[&request.tenant, &key, &response, &now_unix()])
             .await
             .db()?;
         if inserted == 0 {
@@ -301,14 +302,10 @@ pub(super) async fn keyed(
         plan.write(&tx).await?;
         tx.commit().await.db()?;
         db.committed(1);
-        let created = plan
-            .created
-            .into_iter()
-            .next()
-            .unwrap_or(Created {
-                claimed: Vec::new(),
-                unclaimed: 0,
-            });
+        let created = plan.created.into_iter().next().unwrap_or(Created {
+            claimed: Vec::new(),
+            unclaimed: 0,
+        });
         return Ok(outcome(request, created));
     }
     Err(StoreError::Conflict(format!(

@@ -116,7 +116,8 @@ impl Session {
             }
             None
         }));
-        let listen = client.batch_execute(&format!("LISTEN {WORK_CHANNEL}; LISTEN {CHANGES_CHANNEL}"));
+        let statement = format!("LISTEN {WORK_CHANNEL}; LISTEN {CHANGES_CHANNEL}");
+        let listen = client.batch_execute(&statement);
         match tokio::time::timeout(deadline, listen).await {
             Ok(Ok(())) => Ok(Self { client, driver }),
             Ok(Err(e)) => Err(describe(&e)),
