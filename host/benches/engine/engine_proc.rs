@@ -462,6 +462,8 @@ pub async fn count_pending(store: Option<&str>, data_dir: &Path) -> anyhow::Resu
     use wasmhook::store::{OpenOptions, Store, StoreLocation};
     let location = StoreLocation::parse(store, data_dir).map_err(|e| anyhow!("{e}"))?;
     let store = Store::open(&OpenOptions {
+        // A key of its own: nothing the bench stores is sealed.
+        sealer: wasmhook::secrets::Sealer::new(wasmhook::secrets::MasterKey::generate().0, vec![]),
         location,
         data_dir: data_dir.to_path_buf(),
         max_batch: 16,

@@ -24,6 +24,7 @@ use crate::store::NewEvent;
 pub struct CreateEvent {
     /// Event type, e.g. `invoice.paid` (letters, digits, `.`, `_`, `-`, `:`; at most 200).
     #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,200}$", min_length = 1, max_length = 200)]
     pub event_type: String,
     /// The resource the event is about (e.g. `{"type": "invoice", "id": "in_1"}`).
     ///
@@ -59,7 +60,8 @@ struct Envelope<'a> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEvents {
-    /// The events, stored all or none.
+    /// The events, stored all or none (1 to `api.max_batch_events`, 1000 by default).
+    #[schema(min_items = 1, max_items = 1000)]
     pub events: Vec<CreateEvent>,
 }
 
@@ -88,7 +90,9 @@ pub fn valid_event_type(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, scoped to the route (`event:` or `batch:`): a key used for a
+/// single event and for a batch names two requests, each answered with its own first answer.
+fn idempotency_key(headers: &HeaderMap, scope: &str) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(value) => {
@@ -103,7 +107,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                         "must be 1-256 visible ASCII characters",
                     )
                 })?;
-            Ok(Some(key.to_string()))
+            Ok(Some(format!("{scope}:{key}")))
         }
     }
 }
@@ -228,7 +232,7 @@ pub async fn create_event(
     ApiJson(event): ApiJson<CreateEvent>,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
     caller.tenant(&state, &tenant)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, "event")?;
     let event = prepare(&state, &tenant, event, "")?;
     let response = serde_json::to_value(EventAccepted {
         id: event.id.clone(),
@@ -252,7 +256,7 @@ pub async fn create_events_batch(
     ApiJson(batch): ApiJson<CreateEvents>,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
     caller.tenant(&state, &tenant)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, "batch")?;
     let max = state.engine.config.api.max_batch_events;
     if batch.events.is_empty() || batch.events.len() > max {
         return Err(ApiError::invalid(

@@ -82,7 +82,7 @@ pub async fn get_tenant_plugin(
 /// component leaves the previous version in place.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/plugins/{name}", tag = "plugins",
     params(("tenant" = String, Path), ("name" = String, Path, description = "1-63 of a-z, 0-9, '-'")),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component (`application/octet-stream` or no content type is accepted too)"),
+    request_body(content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream")), description = "The component's bytes (no content type is accepted too)"),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody, description = "Empty or interrupted body"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 408, body = ErrorBody, description = "The body did not arrive in time"),

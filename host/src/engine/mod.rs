@@ -169,6 +169,7 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("cache")),
         );
+        registry.tenant_uploads(|| crate::plugins::TenantPluginLimits::from_config(&config.api));
         for (name, bytes) in crate::guests::BUILT_IN_PLUGINS {
             registry
                 .add_builtin(name, bytes)

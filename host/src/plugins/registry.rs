@@ -1038,7 +1038,10 @@ mod tests {
                 .unwrap()
                 .unwrap()
         };
-        assert_eq!(read(&component), *strip_custom_sections(&component).unwrap());
+        assert_eq!(
+            read(&component),
+            *strip_custom_sections(&component).unwrap()
+        );
         assert_eq!(read(&module), *strip_custom_sections(&module).unwrap());
         for bad in [
             &b"garbage"[..],

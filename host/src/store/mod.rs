@@ -61,6 +61,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Grouping counters of the writes.
     fn write_stats(&self) -> WriteStats;
 
+    /// Removes stale copies of rewritten rows from the database's own files where the backend
+    /// can (after secrets were sealed again under a new key, the old ciphertexts must not linger
+    /// in a write-ahead log or in freed space).
+    async fn scrub(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Waits until every write submitted so far (attempt records included) is committed.
     async fn flush(&self) -> Result<(), StoreError>;
 
@@ -525,6 +532,8 @@ impl Store {
                 rewritten += 1;
             }
         }
+        self.backend.flush().await?;
+        self.backend.scrub().await?;
         Ok(rewritten)
     }
 }

@@ -173,6 +173,8 @@ async fn group_commit(
         .prefix("wasmhook-bench-store-")
         .tempdir()?;
     let store = Store::open(&OpenOptions {
+        // A key of its own: nothing the bench stores is sealed.
+        sealer: wasmhook::secrets::Sealer::new(wasmhook::secrets::MasterKey::generate().0, vec![]),
         location: StoreLocation::Sqlite(dir.path().join("wasmhook.sqlite3")),
         data_dir: dir.path().to_path_buf(),
         max_batch,

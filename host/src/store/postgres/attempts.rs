@@ -105,7 +105,7 @@ async fn write(db: &Db, records: &[&AttemptRecord]) -> Result<(), StoreError> {
     let mut delivery_index: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     let mut attempts: Vec<&AttemptRecord> = Vec::with_capacity(records.len());
     let mut deliveries: Vec<&AttemptRecord> = Vec::with_capacity(records.len());
-    for record in records {
+    for &record in records {
         match attempt_index.get(&(record.delivery_id.as_str(), record.attempt)) {
             Some(&at) => attempts[at] = record,
             None => {
@@ -206,4 +206,15 @@ async fn write(db: &Db, records: &[&AttemptRecord]) -> Result<(), StoreError> {
     };
     futures::try_join!(insert_attempts, update_deliveries).db()?;
     tx.commit().await.db()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_without_nul_is_borrowed_and_nul_is_replaced() {
+        assert!(matches!(text("fine"), Cow::Borrowed("fine")));
+        assert_eq!(text("a\0b"), "a\u{fffd}b");
+    }
 }

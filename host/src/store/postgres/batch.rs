@@ -160,3 +160,71 @@ pub(super) fn batch_error(error: StoreError) -> StoreError {
 pub(super) fn retry_one_by_one(error: &StoreError, jobs: usize) -> bool {
     jobs > 1 && matches!(error, StoreError::Database(_) | StoreError::Commit(_))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    struct Job(usize, usize);
+
+    impl Weighted for Job {
+        fn weight(&self) -> usize {
+            self.1
+        }
+    }
+
+    /// The ids of each committed batch, in commit order.
+    type Seen = Arc<Mutex<Vec<Vec<usize>>>>;
+
+    fn recording(max_batch: usize) -> (Batcher<Job>, Seen) {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let batcher = Batcher::start(max_batch, move |jobs: Vec<Job>| {
+            let seen = seen.clone();
+            async move {
+                // A commit takes a while: what is submitted meanwhile queues for the next.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                seen.lock()
+                    .unwrap()
+                    .push(jobs.iter().map(|j| j.0).collect());
+            }
+        });
+        (batcher, batches)
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_stay_within_max_and_flush_waits_for_all() {
+        let (batcher, batches) = recording(4);
+        for i in 0..10 {
+            assert!(batcher.submit(Job(i, 1)).is_ok());
+        }
+        batcher.flush().await.unwrap();
+        let batches = batches.lock().unwrap().clone();
+        assert!(
+            batches.iter().all(|b| !b.is_empty() && b.len() <= 4),
+            "{batches:?}"
+        );
+        assert_eq!(batches.concat(), (0..10).collect::<Vec<_>>());
+        assert!(batches.len() <= 4, "grouped: {batches:?}");
+    }
+
+    #[tokio::test]
+    async fn a_heavy_job_starts_the_next_batch_and_always_fits_alone() {
+        let (batcher, batches) = recording(10);
+        for (i, weight) in [3, 3, 9, 30, 1].into_iter().enumerate() {
+            assert!(batcher.submit(Job(i, weight)).is_ok());
+        }
+        batcher.flush().await.unwrap();
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches, vec![vec![0, 1], vec![2], vec![3], vec![4]]);
+    }
+
+    #[tokio::test]
+    async fn flush_with_nothing_queued_returns() {
+        let (batcher, batches) = recording(4);
+        batcher.flush().await.unwrap();
+        assert!(batches.lock().unwrap().is_empty());
+    }
+}

@@ -78,9 +78,11 @@ pub(super) fn build(
         config,
         tls,
         ManagerConfig {
-            // A connection that broke is noticed by its closed flag; a statement failing on
-            // one that broke silently gets `Unavailable`, and the pool drops it.
-            recycling_method: RecyclingMethod::Fast,
+            // Every checkout proves its connection with an empty query: after a server restart
+            // or failover the pool's stale connections are replaced instead of failing the next
+            // write with `Unavailable`. One round trip per batch, not per delivery: the
+            // batchers take one connection for a whole batch.
+            recycling_method: RecyclingMethod::Verified,
         },
     );
     Pool::builder(manager)

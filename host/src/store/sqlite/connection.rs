@@ -67,6 +67,11 @@ impl Readers {
         }
     }
 
+    /// The database file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `op` on a pooled read-only connection on a blocking thread.
     pub(super) async fn read<T, F>(self: &std::sync::Arc<Self>, op: F) -> Result<T, StoreError>
     where
