@@ -301,7 +301,8 @@ fn split_userinfo(uri: http::Uri) -> Result<(http::Uri, Option<http::HeaderValue
         return Ok((uri, None));
     };
     let decode = |text: &str| {
-        percent_decode(text).ok_or_else(|| "the URL's user or password is not valid percent-encoding".to_string())
+        percent_decode(text)
+            .ok_or_else(|| "the URL's user or password is not valid percent-encoding".to_string())
     };
     let (user, password) = match userinfo.split_once(':') {
         Some((user, password)) => (decode(user)?, decode(password)?),
@@ -946,16 +947,17 @@ mod tests {
 
     #[test]
     fn url_credentials_become_a_basic_header_and_leave_the_uri() {
-        let (uri, basic) =
-            split_userinfo("https://hook%40user:p%3Ass@example.com:8443/a?b=1".parse().unwrap())
-                .unwrap();
+        let (uri, basic) = split_userinfo(
+            "https://hook%40user:p%3Ass@example.com:8443/a?b=1"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(uri.to_string(), "https://example.com:8443/a?b=1");
         let basic = basic.unwrap();
         assert!(basic.is_sensitive());
-        let expected = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            "hook@user:p:ss",
-        );
+        let expected =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "hook@user:p:ss");
         assert_eq!(basic.to_str().unwrap(), format!("Basic {expected}"));
         let (plain, none) = split_userinfo("http://example.com/x".parse().unwrap()).unwrap();
         assert_eq!(plain.to_string(), "http://example.com/x");

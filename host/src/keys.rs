@@ -115,7 +115,11 @@ impl KeyManager {
     /// Creates a key for `alg`: with `IfNoCurrent` only if no node has made one meanwhile.
     /// Either way the keys are then read back from the store, so this node signs with the key
     /// every node signs with.
-    async fn generate(&self, alg: SigningAlg, mode: KeyInsert) -> Result<Arc<SigningKey>, KeyError> {
+    async fn generate(
+        &self,
+        alg: SigningAlg,
+        mode: KeyInsert,
+    ) -> Result<Arc<SigningKey>, KeyError> {
         let subject = self.subject.clone();
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg, &subject, 825))
             .await

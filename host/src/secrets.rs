@@ -337,7 +337,11 @@ mod tests {
         let sealed = sealer.seal("step", "hunter2");
         assert!(Sealer::is_sealed(&sealed));
         assert!(!sealed.contains("hunter2"));
-        assert_ne!(sealed, sealer.seal("step", "hunter2"), "a fresh nonce each time");
+        assert_ne!(
+            sealed,
+            sealer.seal("step", "hunter2"),
+            "a fresh nonce each time"
+        );
         assert_eq!(sealer.unseal("step", &sealed).unwrap(), "hunter2");
         assert!(matches!(
             sealer.unseal("signing-key", &sealed),

@@ -253,9 +253,7 @@ async fn tenant_plugins_are_isolated_persisted_and_validated() {
 
     // A version that cannot be stored does not go live: v1 keeps serving.
     let err = reg
-        .put_tenant_plugin("acme", "mine", &v1, async {
-            Err::<(), _>("disk full")
-        })
+        .put_tenant_plugin("acme", "mine", &v1, async { Err::<(), _>("disk full") })
         .await
         .unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");

@@ -160,7 +160,11 @@ async fn bodies_are_held_once_per_event_within_their_budget_and_read_back_when_s
         assert_eq!(blob.len(), PAYLOAD);
         assert!(blob.starts_with(&format!("{n:02}")));
     }
-    assert_eq!(dispatcher.held_body_bytes(), 0, "nothing held once all is delivered");
+    assert_eq!(
+        dispatcher.held_body_bytes(),
+        0,
+        "nothing held once all is delivered"
+    );
     assert_eq!(dispatcher.held(), 0);
     assert!(in_receiver.load(Ordering::SeqCst) >= EVENTS * ENDPOINTS);
 }

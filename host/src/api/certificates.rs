@@ -154,11 +154,7 @@ pub async fn create_certificate(
             }
         }
     };
-    state
-        .engine
-        .store
-        .put_client_certificate(&record)
-        .await?;
+    state.engine.store.put_client_certificate(&record).await?;
     Ok((StatusCode::CREATED, ApiJson(view(&record))))
 }
 
@@ -206,11 +202,7 @@ pub async fn upload_certificate(
         .map_err(|e| ApiError::invalid("certificate_pem", e.to_string()))?;
     record.certificate_pem = Some(body.certificate_pem);
     record.updated_at = now_unix();
-    state
-        .engine
-        .store
-        .put_client_certificate(&record)
-        .await?;
+    state.engine.store.put_client_certificate(&record).await?;
     state.engine.tls.client_certificates_changed();
     Ok(ApiJson(view(&record)))
 }

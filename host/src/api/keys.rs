@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
-use crate::jose::SigningAlg;
 use crate::engine::MasterKeyRotation;
+use crate::jose::SigningAlg;
 use crate::keys::KeySummary;
 
 /// The public signing keys (current and recently retired), each with its certificate in `x5c`.

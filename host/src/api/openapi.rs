@@ -42,9 +42,8 @@ impl utoipa::Modify for CommonResponses {
     fn modify(&self, openapi: &mut OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let has_path_params = path.contains('{');
-            let public = path == "/healthz"
-                || path == "/metrics"
-                || path == "/.well-known/jwks.json";
+            let public =
+                path == "/healthz" || path == "/metrics" || path == "/.well-known/jwks.json";
             let operations = [
                 item.get.as_mut(),
                 item.put.as_mut(),
@@ -68,7 +67,11 @@ impl utoipa::Modify for CommonResponses {
                     add(operation, "422", "A field is invalid");
                 }
                 add(operation, "408", "The request was not sent in time");
-                add(operation, "503", "The store is unavailable or the engine is stopping");
+                add(
+                    operation,
+                    "503",
+                    "The store is unavailable or the engine is stopping",
+                );
             }
         }
     }

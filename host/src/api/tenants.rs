@@ -16,7 +16,11 @@ use crate::model::{Tenant, new_id, now_unix};
 pub struct CreateTenant {
     /// Slug: 1-64 of `a-z 0-9 - _`, starting with a letter or digit. Generated when absent.
     #[serde(default)]
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", min_length = 1, max_length = 64)]
+    #[schema(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub id: Option<String>,
     /// Display name (1-200 characters, not only spaces).
     #[schema(pattern = "\\S", min_length = 1, max_length = 200)]

@@ -166,7 +166,11 @@ impl Dispatcher {
     }
 
     async fn dead_without_attempt(&self, job: Job, reason: &str) {
-        if let Err(e) = self.store.mark_dead(&job.delivery.delivery_id, reason).await {
+        if let Err(e) = self
+            .store
+            .mark_dead(&job.delivery.delivery_id, reason)
+            .await
+        {
             tracing::error!(error = %e, "could not mark a delivery dead");
         }
         self.metrics.attempt("dead", 0.0);

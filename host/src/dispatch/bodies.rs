@@ -95,7 +95,10 @@ impl BodyCache {
 
     /// Events with a live entry (for tests).
     pub fn live(&self) -> usize {
-        self.lock().values().filter(|b| b.strong_count() > 0).count()
+        self.lock()
+            .values()
+            .filter(|b| b.strong_count() > 0)
+            .count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<[u8]>>> {
@@ -130,7 +133,10 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         assert!(cache.get("msg_1").is_some());
         drop((first, second));
-        assert!(cache.get("msg_1").is_none(), "dropped with its last attempt");
+        assert!(
+            cache.get("msg_1").is_none(),
+            "dropped with its last attempt"
+        );
         assert_eq!(cache.live(), 0);
     }
 }

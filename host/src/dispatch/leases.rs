@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Dispatcher;
 use crate::model::now_millis;
-use crate::store::{ClaimRequest, Notice};
+use crate::store::{ClaimRequest, Notice, next_notice};
 
 /// Deliveries claimed in one statement at most.
 const CLAIM_BATCH: usize = 1000;
@@ -26,26 +26,10 @@ pub(super) async fn claimer(dispatcher: Arc<Dispatcher>) {
             // There may be more right away.
             continue;
         }
-        let notice = async {
-            match notices.as_mut() {
-                Some(receiver) => loop {
-                    match receiver.recv().await {
-                        Ok(Notice::Work) => return,
-                        Ok(Notice::Changed) => continue,
-                        // Missed some: look anyway.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await
-                        }
-                    }
-                },
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
             _ = dispatcher.claim_wake.notified() => {}
-            _ = notice => {}
+            _ = next_notice(&mut notices, Notice::Work) => {}
         }
     }
 }

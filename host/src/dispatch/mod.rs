@@ -352,7 +352,9 @@ impl Dispatcher {
                 tracing::info!(released, "released this node's leases")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not release leases; they lapse after store.lease_ttl"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release leases; they lapse after store.lease_ttl")
+            }
         }
     }
 
@@ -391,10 +393,7 @@ impl Dispatcher {
 
     /// Starts `job` if its endpoint has room here, else parks it behind the endpoint's attempts.
     fn start(self: &Arc<Self>, job: Job, permit: OwnedSemaphorePermit) {
-        let endpoint = self
-            .store
-            .directory()
-            .endpoint(&job.delivery.endpoint_id);
+        let endpoint = self.store.directory().endpoint(&job.delivery.endpoint_id);
         let limit = self.endpoint_limit(endpoint.as_deref());
         {
             let mut state = self.state();

@@ -101,23 +101,10 @@ fn admin_token(config: &Config) -> Result<String, StartError> {
         }
     }
     let token = format!("whk_admin_{}", hex::encode(rand::random::<[u8; 24]>()));
-    write_private(&path, &token).map_err(io(format!("writing {}", path.display())))?;
+    crate::secrets::write_private(&path, &token)
+        .map_err(io(format!("writing {}", path.display())))?;
     tracing::info!(path = %path.display(), "generated an admin token (read it from this file)");
     Ok(token)
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
 }
 
 impl Engine {

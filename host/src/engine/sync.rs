@@ -18,7 +18,7 @@ use super::StartError;
 use crate::keys::KeyManager;
 use crate::mtls::TlsResolver;
 use crate::plugins::PluginRegistry;
-use crate::store::{Notice, Store, StoreError, StoredPlugin};
+use crate::store::{Notice, Store, StoreError, StoredPlugin, next_notice};
 
 /// Loads every stored tenant plugin into the registry (at start-up). Tenant plugins that an
 /// earlier version kept as files under `<data_dir>/tenant-plugins/<tenant>/<name>.wasm` are
@@ -97,24 +97,9 @@ pub(super) async fn follow_changes(
     let mut seen = store.opened_at();
     let mut notices = store.notices();
     loop {
-        let notice = async {
-            match notices.as_mut() {
-                Some(receiver) => loop {
-                    match receiver.recv().await {
-                        Ok(Notice::Changed) => return,
-                        Ok(Notice::Work) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await
-                        }
-                    }
-                },
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
-            _ = notice => {}
+            _ = next_notice(&mut notices, Notice::Changed) => {}
         }
         let now = match store.revisions().await {
             Ok(now) => now,

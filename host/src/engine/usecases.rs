@@ -5,9 +5,9 @@
 use sha2::{Digest, Sha256};
 
 use super::Engine;
+use crate::model::Endpoint;
 use crate::model::now_unix;
 use crate::plugins::{LoadError, PluginKind, PluginStatus};
-use crate::model::Endpoint;
 use crate::secrets::{SecretPath, secret_paths_of_schema};
 use crate::store::{
     IngestOutcome, IngestRequest, NewEvent, PendingDelivery, StoreError, StoredPlugin,
@@ -107,7 +107,8 @@ impl Engine {
                 unclaimed,
             }) => {
                 self.metrics.events_ingested.inc_by(count);
-                self.dispatcher.unreserve(room.saturating_sub(claimed.len()));
+                self.dispatcher
+                    .unreserve(room.saturating_sub(claimed.len()));
                 self.dispatcher.enqueue_reserved(claimed);
                 if unclaimed > 0 {
                     self.dispatcher.note_backlog();
@@ -165,7 +166,11 @@ impl Engine {
     }
 
     /// Deletes a tenant plugin everywhere. `false` if there was none.
-    pub async fn delete_tenant_plugin(&self, tenant: &str, name: &str) -> Result<bool, UseCaseError> {
+    pub async fn delete_tenant_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<bool, UseCaseError> {
         let stored = self.store.delete_tenant_plugin(tenant, name).await?;
         let live = self.registry.delete_tenant_plugin(tenant, name).await;
         Ok(stored || live)

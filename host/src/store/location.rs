@@ -42,10 +42,7 @@ impl StoreLocation {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             url.parse::<tokio_postgres::Config>().map_err(|e| {
-                StoreError::InvalidUrl(format!(
-                    "{} is not a PostgreSQL URL: {e}",
-                    redact_url(url)
-                ))
+                StoreError::InvalidUrl(format!("{} is not a PostgreSQL URL: {e}", redact_url(url)))
             })?;
             return Ok(StoreLocation::Postgres(url.to_string()));
         }

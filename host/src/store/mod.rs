@@ -37,8 +37,8 @@ pub use location::{StoreLocation, redact_url};
 pub use types::*;
 
 use crate::config::Synchronous;
-use crate::secrets::{SecretPath, Sealer};
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
+use crate::secrets::{Sealer, SecretPath};
 
 /// Called once an attempt's record is committed (or failed to be).
 pub type RecordDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -218,8 +218,7 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<StoredClientCertificate, StoreError>;
 
     /// Deletes a client certificate record; `false` if there was none.
-    async fn delete_client_certificate(&self, tenant: &str, id: &str)
-    -> Result<bool, StoreError>;
+    async fn delete_client_certificate(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
 
     // ---- tenant plugins ----------------------------------------------------------------------
 
@@ -238,6 +237,26 @@ pub trait Backend: Send + Sync + 'static {
         tenant: &str,
         name: &str,
     ) -> Result<Option<StoredPlugin>, StoreError>;
+}
+
+/// Waits for the next notice of kind `wanted` (a missed burst counts as one); never returns when
+/// the backend pushes no notices.
+pub async fn next_notice(
+    notices: &mut Option<tokio::sync::broadcast::Receiver<Notice>>,
+    wanted: Notice,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(receiver) = notices.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(notice) if notice == wanted => return,
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => return std::future::pending().await,
+        }
+    }
 }
 
 /// How to open the store.
@@ -383,7 +402,8 @@ impl Store {
         token_hash: String,
     ) -> Result<Tenant, StoreError> {
         self.backend.create_tenant(&tenant, &token_hash).await?;
-        self.directory_change().put_tenant(tenant.clone(), token_hash);
+        self.directory_change()
+            .put_tenant(tenant.clone(), token_hash);
         Ok(tenant)
     }
 
@@ -444,7 +464,9 @@ impl Store {
         mode: KeyInsert,
     ) -> Result<bool, StoreError> {
         let mut sealed = key.clone();
-        sealed.private_key_pem = self.sealer().seal(SIGNING_KEY_CONTEXT, &key.private_key_pem);
+        sealed.private_key_pem = self
+            .sealer()
+            .seal(SIGNING_KEY_CONTEXT, &key.private_key_pem);
         self.backend.add_signing_key(&sealed, mode).await
     }
 
@@ -566,7 +588,11 @@ fn secret_error(error: crate::secrets::SecretError) -> StoreError {
 }
 
 /// The stored form of an endpoint: secret step fields and a URL with a password sealed.
-fn seal_endpoint(sealer: &Sealer, endpoint: &Endpoint, secret_paths: &[Vec<SecretPath>]) -> Endpoint {
+fn seal_endpoint(
+    sealer: &Sealer,
+    endpoint: &Endpoint,
+    secret_paths: &[Vec<SecretPath>],
+) -> Endpoint {
     let mut sealed = endpoint.clone();
     if url_has_password(&sealed.spec.url) {
         let text = serde_json::Value::String(sealed.spec.url.clone()).to_string();
@@ -586,8 +612,12 @@ fn seal_url_passwords(sealer: &Sealer, tree: &mut serde_json::Value) {
             let text = serde_json::Value::String(s.clone()).to_string();
             *s = sealer.seal(crate::secrets::ENDPOINT_CONTEXT, &text);
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| seal_url_passwords(sealer, i)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| seal_url_passwords(sealer, v)),
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|i| seal_url_passwords(sealer, i))
+        }
+        serde_json::Value::Object(map) => {
+            map.values_mut().for_each(|v| seal_url_passwords(sealer, v))
+        }
         _ => {}
     }
 }
