@@ -56,6 +56,10 @@ pub(super) fn open_connection(
 pub(super) struct Readers {
     path: PathBuf,
     pool: Mutex<Vec<Connection>>,
+    /// Reads running at once, at most [`POOLED_READERS`]: each holds a connection (with its page
+    /// cache) and a blocking thread, so an unbounded number of them would let memory follow the
+    /// load (every attempt of a claimed delivery reads its event's body).
+    running: tokio::sync::Semaphore,
 }
 
 impl Readers {
@@ -64,6 +68,7 @@ impl Readers {
         Self {
             path,
             pool: Mutex::new(Vec::new()),
+            running: tokio::sync::Semaphore::new(POOLED_READERS),
         }
     }
 
@@ -78,8 +83,13 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         let readers = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let pooled = readers.pool.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {
                 Some(conn) => conn,
@@ -98,6 +108,8 @@ impl Readers {
             result
         })
         .await
-        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?;
+        drop(permit);
+        result
     }
 }
