@@ -16,6 +16,9 @@ use crate::api::{Api, Counters, metric};
 use crate::settings::Settings;
 use crate::{ADMIN_TOKEN, CONCURRENCY};
 
+/// The engines' master key (`WASMHOOK_MASTER_KEY`): "bench-master-key-not-a-secret-01" in hex.
+const MASTER_KEY: &str = "62656e63682d6d61737465722d6b65792d6e6f742d612d7365637265742d3031";
+
 #[derive(Clone)]
 pub struct EngineOptions {
     pub label: String,
@@ -123,6 +126,9 @@ pub fn self_cpu_seconds(clock_ticks: f64) -> f64 {
 pub struct RssSamples {
     pub samples: u64,
     pub max_kib: Option<u64>,
+    /// `RssAnon` and `RssFile` (mapped files, shared libraries) of the largest sample.
+    pub max_anon_kib: Option<u64>,
+    pub max_file_kib: Option<u64>,
     pub last_kib: Option<u64>,
     pub seconds: f64,
 }
@@ -143,7 +149,11 @@ impl RssSampler {
             loop {
                 if let Some(kib) = status_kib(pid, "VmRSS") {
                     out.samples += 1;
-                    out.max_kib = Some(out.max_kib.unwrap_or(0).max(kib));
+                    if out.max_kib.is_none_or(|max| kib > max) {
+                        out.max_kib = Some(kib);
+                        out.max_anon_kib = status_kib(pid, "RssAnon");
+                        out.max_file_kib = status_kib(pid, "RssFile");
+                    }
                     out.last_kib = Some(kib);
                 }
                 if flag.load(Ordering::Relaxed) {
@@ -260,6 +270,9 @@ impl EngineProc {
             .env_remove("WASMHOOK_ALLOW_CIDRS")
             .env_remove("WASMHOOK_RETRY_SCHEDULE")
             .env_remove("WASMHOOK_LEASE_TTL")
+            // One master key for every engine: the nodes of a cluster unseal each other's
+            // secrets, and the bench reopens a stopped engine's store.
+            .env("WASMHOOK_MASTER_KEY", MASTER_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -459,11 +472,14 @@ impl EngineProc {
 /// Opens a store (the engine using it is stopped, or shares it) and counts the deliveries still
 /// pending.
 pub async fn count_pending(store: Option<&str>, data_dir: &Path) -> anyhow::Result<u64> {
+    use wasmhook::secrets::{MasterKey, Sealer};
     use wasmhook::store::{OpenOptions, Store, StoreLocation};
     let location = StoreLocation::parse(store, data_dir).map_err(|e| anyhow!("{e}"))?;
     let store = Store::open(&OpenOptions {
-        // A key of its own: nothing the bench stores is sealed.
-        sealer: wasmhook::secrets::Sealer::new(wasmhook::secrets::MasterKey::generate().0, vec![]),
+        sealer: Sealer::new(
+            MasterKey::parse(MASTER_KEY, "the bench's master key").map_err(|e| anyhow!("{e}"))?,
+            vec![],
+        ),
         location,
         data_dir: data_dir.to_path_buf(),
         max_batch: 16,

@@ -1,5 +1,5 @@
-//! 1. baseline: a bare hyper client posting the same envelope to the sink, same concurrency as
-//! the engine's endpoint.
+//! Run 1, the baseline: a bare hyper client posting the same envelope to the sink, same
+//! concurrency as the engine's endpoint.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

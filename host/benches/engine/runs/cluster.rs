@@ -1,7 +1,7 @@
-//! 7. end to end on PostgreSQL with 1, 2 and 3 engine nodes: each node `wasmhook serve --store
-//! postgres://…` with its own data directory and port, one endpoint (the sink), events posted
-//! round robin to the nodes (64 producers in all, one event per POST, as run 2). The server is a
-//! throwaway PostgreSQL started by the bench ([`crate::pg`]), a fresh database per run.
+//! Section 7, end to end on PostgreSQL with 1, 2 and 3 engine nodes: each node `wasmhook serve
+//! --store postgres://…` with its own data directory and port, one endpoint (the sink), events
+//! posted round robin to the nodes (64 producers in all, one event per POST, as run 2). The server
+//! is a throwaway PostgreSQL started by the bench ([`crate::pg`]), a fresh database per run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
                         ratio(Some(r.deliveries_per_second), run2).unwrap_or(f64::NAN)
                     ),
                     format!(
-                        "{:.1}x svix-server ref ~{SVIX_REFERENCE:.0}/s",
+                        "{:.1}x svix-server ref ~1,100/s",
                         r.deliveries_per_second / SVIX_REFERENCE
                     ),
                 ];

@@ -1,7 +1,7 @@
-//! 2. engine end to end: N events through `POST /events` (64 producers, keep-alive), delivered to
-//! the sink; timed from the first POST until the sink has N requests, `/metrics` counts N
-//! successes and a `/healthz` (which flushes the store's writer) has returned. 2b: the same, 100
-//! events per `POST /events/batch`.
+//! Run 2, the engine end to end: N events through `POST /events` (64 producers, keep-alive),
+//! delivered to the sink; timed from the first POST until the sink has N requests, `/metrics`
+//! counts N successes and a `/healthz` (which flushes the store's writer) has returned. 2b: the
+//! same, 100 events per `POST /events/batch`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! 4. ingest alone (no endpoint): an open loop at 5,000/s on a fresh engine (after `sync`, so
-//! the earlier runs' writeback does not stall it), then a closed loop at high concurrency.
+//! Section 4, ingest alone (no endpoint): an open loop at 5,000/s on a fresh engine (after `sync`,
+//! so the earlier runs' writeback does not stall it), then a closed loop at high concurrency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
     let run2 = e2e.get("no-step").map(|r| r.deliveries_per_second);
     if settings.wants("ingest") {
         progress!(settings, "4. ingest alone (tenant without endpoints)");
-        let r = run_ingest(&settings).await?;
+        let r = run_ingest(settings).await?;
         rss_rows.push(("4. ingest".into(), r.engine.peak_rss_kib));
         report
             .add(

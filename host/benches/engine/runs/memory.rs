@@ -1,5 +1,6 @@
-//! 8. memory with deliveries waiting in the store while their receivers are down (the endpoint
-//! URLs name a closed port; the retry schedule is `1h`, so nothing is retried during the run):
+//! Section 8, memory with deliveries waiting in the store while their receivers are down (the
+//! endpoint URLs name a closed port; the retry schedule is `1h`, so nothing is retried during the
+//! run):
 //!
 //! - pending: 1,000,000 deliveries on SQLite (10 endpoints × 100,000 events, 1,000 per
 //!   `POST /events/batch`; 10x fewer with QUICK), the engine's RSS sampled during the ingest; then
@@ -148,11 +149,12 @@ fn pending_rows(
             "MiB",
         )
         .note(format!(
-            "{} deliveries ({} events) in {:.1}s, {} samples; VmHWM {:.0} MiB; {} attempted (failed) before SIGTERM{}",
+            "{} deliveries ({} events) in {:.1}s, {} samples; at the max {}; VmHWM {:.0} MiB; {} attempted (failed) before SIGTERM{}",
             r.deliveries,
             r.accepted,
             r.ingest_seconds,
             r.ingest_rss.samples,
+            anon_file(&r.ingest_rss),
             mib(r.first.peak_rss_kib).unwrap_or(f64::NAN),
             r.attempted_before_stop,
             if r.errors > 0 {
@@ -197,8 +199,9 @@ fn pending_rows(
             "MiB",
         )
         .note(format!(
-            "VmRSS max {:.0}, last {:.0} MiB over {} samples; {} attempted in that time; {} pending after stop{}",
+            "VmRSS max {:.0} ({}), last {:.0} MiB over {} samples; {} attempted in that time; {} pending after stop{}",
             mib(r.restart_rss.max_kib).unwrap_or(f64::NAN),
+            anon_file(&r.restart_rss),
             mib(r.restart_rss.last_kib).unwrap_or(f64::NAN),
             r.restart_rss.samples,
             r.attempted_after_restart,
@@ -214,6 +217,15 @@ fn pending_rows(
     if let Some(t) = restart_target {
         row.target(&format!("≤ {t:.0} MiB"), peak.map(|m| m <= t));
     }
+}
+
+/// `anon 120 + file 20 MiB` of the largest sample.
+fn anon_file(samples: &RssSamples) -> String {
+    format!(
+        "anon {:.0} + file {:.0} MiB",
+        mib(samples.max_anon_kib).unwrap_or(f64::NAN),
+        mib(samples.max_file_kib).unwrap_or(f64::NAN)
+    )
 }
 
 /// A port nothing listens on (bound, then closed).

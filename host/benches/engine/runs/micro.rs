@@ -1,4 +1,4 @@
-//! micro-benchmarks: the store's group commit (`max_batch` 1 and 1024, synchronous=FULL,
+//! The micro-benchmarks: the store's group commit (`max_batch` 1 and 1024, synchronous=FULL,
 //! concurrent `ingest`) and the per-call cost of a Wasm step (`apply` of `api-key`, fresh and warm
 //! instance) against a native function doing the same header insertion.
 
@@ -82,7 +82,7 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         ];
         let mut fresh_us = None;
         for (key, what, reuse) in modes {
-            match step_cost(&settings, calls, reuse).await {
+            match step_cost(settings, calls, reuse).await {
                 Ok(cost) => {
                     progress!(
                         settings,

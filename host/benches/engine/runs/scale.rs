@@ -1,4 +1,4 @@
-//! 6. throughput with 1, 10 and 100 endpoints (an event type each).
+//! Section 6, throughput with 1, 10 and 100 endpoints (an event type each).
 
 use serde_json::json;
 
@@ -36,8 +36,8 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
                 "6. {endpoints} endpoints, {n} events spread over them"
             );
             let r = run_e2e(
-                &settings,
-                &sink,
+                settings,
+                sink,
                 E2eSpec {
                     label: format!("e2e-{endpoints}-endpoints"),
                     steps: json!([]),

@@ -1,4 +1,4 @@
-//! 3. the end-to-end run with an `api-key` step, a `jws` (ES256) step, and `jws` + `jwe`.
+//! Section 3, the end-to-end run with an `api-key` step, a `jws` (ES256) step, and `jws` + `jwe`.
 
 use anyhow::anyhow;
 use serde_json::json;
@@ -51,8 +51,8 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
             }
             progress!(settings, "3. engine end to end with {name}: {n} events");
             let r = run_e2e(
-                &settings,
-                &sink,
+                settings,
+                sink,
                 E2eSpec {
                     label: format!("e2e-{}", name.replace('+', "-")),
                     steps,

@@ -1,4 +1,5 @@
-//! 5. hot swap of a directory plugin under load: 100 atomic replacements (v1/v2 alternating).
+//! Section 5, hot swap of a directory plugin under load: 100 atomic replacements (v1/v2
+//! alternating).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
             .unwrap_or(1000.0)
             .max(100.0);
         progress!(settings, "5. hot swap under load");
-        let r = run_hot_swap(&settings, &sink, rate).await?;
+        let r = run_hot_swap(settings, sink, rate).await?;
         rss_rows.push(("5. hot swap".into(), r.engine.peak_rss_kib));
         let failed = r.failures + r.dead_attempts + r.dead_deliveries;
         let complete =
