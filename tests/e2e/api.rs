@@ -377,3 +377,16 @@ async fn the_operator_policy_names_what_an_endpoint_lacks() {
     assert_eq!(status, 201, "{answer}");
     engine.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_with_the_json_error_shape() {
+    let engine = TestEngine::start().await;
+    let (status, body) = engine.api.get("/v1/no-such-route").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let (status, body) = engine.api.patch("/v1/tenants", json!({})).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    engine.server.shutdown().await;
+}

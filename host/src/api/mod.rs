@@ -126,6 +126,23 @@ pub fn router(engine: Arc<Engine>) -> Router {
             async move { ([(header::CONTENT_TYPE, "application/json")], body) }
         }),
     )
+    // Unknown routes and methods answer with the same JSON error shape as every other error.
+    .fallback(|| async {
+        error::ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            field: None,
+            message: "no such route (see /openapi.json)".into(),
+        }
+    })
+    .method_not_allowed_fallback(|| async {
+        error::ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            field: None,
+            message: "this route does not answer that method (see /openapi.json)".into(),
+        }
+    })
     .layer(DefaultBodyLimit::max(max_body))
     .with_state(state)
 }
