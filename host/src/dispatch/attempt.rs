@@ -133,28 +133,19 @@ impl Dispatcher {
             next_attempt_at,
             keep_lease: keep,
         };
-        if !keep && next_attempt_at.is_some() {
-            // Another node may claim it once the record is committed.
-            let this = self.clone();
-            self.store.record_attempt(
-                record,
-                Box::new(move |result| {
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "could not record an attempt; the delivery stays pending and will be retried");
-                    }
+        // A retry released to the store may be claimed by any node once its record is in.
+        let released_retry = (!keep && next_attempt_at.is_some()).then(|| self.clone());
+        self.store.record_attempt(
+            record,
+            Box::new(move |result| {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "could not record an attempt; the delivery stays pending and will be retried");
+                }
+                if let Some(this) = released_retry {
                     this.note_backlog();
-                }),
-            );
-        } else {
-            self.store.record_attempt(
-                record,
-                Box::new(|result| {
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "could not record an attempt; the delivery stays pending and will be retried");
-                    }
-                }),
-            );
-        }
+                }
+            }),
+        );
         match (keep, next_attempt_at) {
             (true, Some(due_ms)) => {
                 let mut job = job;

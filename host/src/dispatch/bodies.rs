@@ -93,8 +93,9 @@ impl BodyCache {
         bytes
     }
 
-    /// Events with a live entry (for tests).
-    pub fn live(&self) -> usize {
+    /// Events with a live entry.
+    #[cfg(test)]
+    fn live(&self) -> usize {
         self.lock()
             .values()
             .filter(|b| b.strong_count() > 0)
