@@ -123,6 +123,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (endpoint_id, slot)
     );
     "#,
+    // 2: the live nodes (each renews its row by heartbeat; an endpoint's slots are shared
+    // among them) and the slots a node holds, found by owner at renewal and release.
+    r#"
+    CREATE TABLE nodes (
+        owner      TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX endpoint_slots_by_owner ON endpoint_slots(owner);
+    "#,
 ];
 
 /// The schema version this binary writes.
