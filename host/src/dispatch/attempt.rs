@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::slots::Take;
 use super::{Dispatcher, Job};
 use crate::http::Received;
 use crate::model::{DeliveryStatus, Endpoint, now_millis, now_unix};
@@ -29,45 +30,23 @@ impl Dispatcher {
             None => return self.dead_without_attempt(job, "endpoint was deleted").await,
         };
         // An endpoint's `max_concurrency` holds across the cluster: on a shared store the
-        // attempt first takes one of the endpoint's slots there.
-        let cluster_slot = match (self.store.shared(), endpoint.spec.max_concurrency) {
-            (true, Some(max)) => {
-                let lease = crate::store::Lease {
-                    owner: self.node.clone(),
-                    expires_at_ms: now_millis()
-                        + (self.settings.lease_ttl + self.settings.request_timeout).as_millis()
-                            as i64,
-                };
-                match self
-                    .store
-                    .acquire_endpoint_slot(&endpoint.id, max.max(1), &lease, now_millis())
-                    .await
-                {
-                    Ok(Some(slot)) => Some(slot),
-                    Ok(None) => {
-                        let due = now_millis() + SLOT_RETRY.as_millis() as i64;
-                        return self.reschedule(job, due);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, endpoint = %endpoint.id, "cannot take an endpoint slot; trying again");
-                        let due = now_millis() + 500;
-                        return self.reschedule(job, due);
-                    }
-                }
-            }
-            _ => None,
+        // attempt first takes one of the endpoint's slots there (one this node holds idle, or
+        // a new one from the store).
+        let cluster_slot = match self.cluster_slot(&endpoint).await {
+            Ok(slot) => slot,
+            Err(due) => return self.reschedule(job, due),
         };
         let body = match self.body(&job).await {
             Ok(Some(body)) => body,
             Ok(None) => {
-                self.release_cluster_slot(&endpoint.id, cluster_slot).await;
+                self.release_cluster_slot(&endpoint, cluster_slot).await;
                 return self
                     .dead_without_attempt(job, "the event is no longer stored")
                     .await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, delivery = %job.delivery.delivery_id, "cannot read the event body; trying again");
-                self.release_cluster_slot(&endpoint.id, cluster_slot).await;
+                self.release_cluster_slot(&endpoint, cluster_slot).await;
                 let due = now_millis() + 1000;
                 return self.reschedule(job, due);
             }
@@ -87,7 +66,7 @@ impl Dispatcher {
         };
         let result = self.attempt(&endpoint, &ctx, &body).await;
         drop(body);
-        self.release_cluster_slot(&endpoint.id, cluster_slot).await;
+        self.release_cluster_slot(&endpoint, cluster_slot).await;
         let latency = started.elapsed();
         let success =
             result.error.is_none() && result.status_code.is_some_and(|s| (200..300).contains(&s));
@@ -168,12 +147,68 @@ impl Dispatcher {
         self.let_go();
     }
 
-    async fn release_cluster_slot(&self, endpoint_id: &str, slot: Option<u32>) {
-        if let Some(slot) = slot
-            && let Err(e) = self
-                .store
-                .release_endpoint_slot(endpoint_id, slot, &self.node)
-                .await
+    /// A cluster-wide slot of `endpoint` for one attempt: `Ok(None)` when no slot is needed
+    /// (one node, or no `max_concurrency`), `Err(due)` when the attempt must wait until `due`.
+    async fn cluster_slot(&self, endpoint: &Endpoint) -> Result<Option<u32>, i64> {
+        let Some(max) = endpoint
+            .spec
+            .max_concurrency
+            .filter(|_| self.store.shared())
+        else {
+            return Ok(None);
+        };
+        let max = max.max(1);
+        let retry = now_millis() + SLOT_RETRY.as_millis() as i64;
+        match self.cluster_slots.take(&endpoint.id, max) {
+            Take::Reused(slot) => Ok(Some(slot)),
+            Take::Wait => Err(retry),
+            Take::Ask => {
+                let lease = crate::store::Lease {
+                    owner: self.node.clone(),
+                    expires_at_ms: now_millis()
+                        + (self.settings.lease_ttl + self.settings.request_timeout).as_millis()
+                            as i64,
+                };
+                match self
+                    .store
+                    .acquire_endpoint_slot(&endpoint.id, max, &lease, now_millis())
+                    .await
+                {
+                    Ok(Some(slot)) => {
+                        self.cluster_slots.acquired(&endpoint.id);
+                        Ok(Some(slot))
+                    }
+                    Ok(None) => {
+                        self.cluster_slots.refused(&endpoint.id);
+                        Err(retry)
+                    }
+                    Err(e) => {
+                        self.cluster_slots.refused(&endpoint.id);
+                        tracing::warn!(error = %e, endpoint = %endpoint.id, "cannot take an endpoint slot; trying again");
+                        Err(now_millis() + 500)
+                    }
+                }
+            }
+        }
+    }
+
+    /// An attempt is over: its slot stays with this node for the endpoint's next attempt, or
+    /// goes back to the store (see [`super::slots`]).
+    async fn release_cluster_slot(&self, endpoint: &Endpoint, slot: Option<u32>) {
+        let (Some(slot), Some(max)) = (slot, endpoint.spec.max_concurrency) else {
+            return;
+        };
+        if let Some(slot) = self.cluster_slots.give_back(&endpoint.id, slot, max.max(1)) {
+            self.give_slot_to_store(&endpoint.id, slot).await;
+        }
+    }
+
+    /// Gives a slot back to the store.
+    pub(super) async fn give_slot_to_store(&self, endpoint_id: &str, slot: u32) {
+        if let Err(e) = self
+            .store
+            .release_endpoint_slot(endpoint_id, slot, &self.node)
+            .await
         {
             tracing::warn!(error = %e, endpoint = %endpoint_id, "cannot release an endpoint slot; it lapses by itself");
         }

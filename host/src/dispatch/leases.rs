@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Dispatcher;
+use super::slots::IDLE_RELEASE;
 use crate::model::now_millis;
 use crate::store::{ClaimRequest, Notice, next_notice};
 
@@ -75,14 +76,35 @@ pub(super) async fn heartbeat(dispatcher: Arc<Dispatcher>) {
     let every = (dispatcher.settings.lease_ttl / 3).max(Duration::from_millis(100));
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    loop {
+        // The first beat at once: the other nodes count this one from now on.
+        ticker.tick().await;
+        if dispatcher.stopping() {
+            return;
+        }
+        let lease = dispatcher.lease();
+        match dispatcher.store.heartbeat_node(&lease, now_millis()).await {
+            Ok(nodes) => dispatcher.cluster_slots.set_live_nodes(nodes),
+            Err(e) => tracing::warn!(error = %e, "registering this node failed; trying again"),
+        }
+        if let Err(e) = dispatcher.store.renew_leases(&lease).await {
+            tracing::warn!(error = %e, "renewing leases failed; other nodes may take this node's deliveries over");
+        }
+    }
+}
+
+/// Gives back to the store the endpoint slots this node left idle for
+/// [`super::slots::IDLE_RELEASE`] (on a shared store).
+pub(super) async fn slot_sweeper(dispatcher: Arc<Dispatcher>) {
+    let mut ticker = tokio::time::interval(IDLE_RELEASE);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         if dispatcher.stopping() {
             return;
         }
-        if let Err(e) = dispatcher.store.renew_leases(&dispatcher.lease()).await {
-            tracing::warn!(error = %e, "renewing leases failed; other nodes may take this node's deliveries over");
+        for (endpoint, slot) in dispatcher.cluster_slots.sweep(IDLE_RELEASE) {
+            dispatcher.give_slot_to_store(&endpoint, slot).await;
         }
     }
 }

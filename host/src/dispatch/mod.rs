@@ -23,6 +23,7 @@ mod attempt;
 mod bodies;
 mod leases;
 mod retry;
+mod slots;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -41,6 +42,7 @@ use crate::model::{Endpoint, new_id, now_millis};
 use crate::mtls::TlsResolver;
 use crate::pipeline::Pipeline;
 use crate::store::{Lease, PendingDelivery, Store};
+use slots::ClusterSlots;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -140,6 +142,8 @@ pub struct Dispatcher {
     backlog: AtomicBool,
     held_bodies: HeldBodies,
     bodies: BodyCache,
+    /// The cluster-wide endpoint slots this node holds (on a shared store).
+    cluster_slots: ClusterSlots,
     wake: Notify,
     claim_wake: Notify,
     global: Arc<Semaphore>,
@@ -190,6 +194,7 @@ impl Dispatcher {
             held: AtomicUsize::new(0),
             backlog: AtomicBool::new(true),
             bodies: BodyCache::default(),
+            cluster_slots: ClusterSlots::default(),
             wake: Notify::new(),
             claim_wake: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -331,9 +336,16 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>) {
         let claimer = tokio::spawn(leases::claimer(self.clone()));
         let heartbeat = tokio::spawn(leases::heartbeat(self.clone()));
+        let sweeper = self
+            .store
+            .shared()
+            .then(|| tokio::spawn(leases::slot_sweeper(self.clone())));
         self.schedule().await;
         claimer.abort();
         heartbeat.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         let all = self.settings.max_in_flight as u32;
         if tokio::time::timeout(self.settings.shutdown_grace, self.global.acquire_many(all))
             .await
@@ -355,6 +367,9 @@ impl Dispatcher {
             Err(e) => {
                 tracing::warn!(error = %e, "could not release leases; they lapse after store.lease_ttl")
             }
+        }
+        if let Err(e) = self.store.leave(&self.node).await {
+            tracing::warn!(error = %e, "could not leave the cluster; this node's endpoint slots lapse after store.lease_ttl");
         }
     }
 
@@ -384,11 +399,15 @@ impl Dispatcher {
         }
     }
 
+    /// How many attempts to an endpoint this node runs at once: its `max_concurrency` (on a
+    /// shared store, this node's share of it), else the default per-endpoint limit. Attempts
+    /// beyond it park behind the running ones.
     fn endpoint_limit(&self, endpoint: Option<&Endpoint>) -> usize {
-        endpoint
-            .and_then(|e| e.spec.max_concurrency)
-            .map(|n| n.max(1) as usize)
-            .unwrap_or(self.settings.endpoint_concurrency)
+        match endpoint.and_then(|e| e.spec.max_concurrency) {
+            Some(max) if self.store.shared() => self.cluster_slots.share(max),
+            Some(max) => max.max(1) as usize,
+            None => self.settings.endpoint_concurrency,
+        }
     }
 
     /// Starts `job` if its endpoint has room here, else parks it behind the endpoint's attempts.

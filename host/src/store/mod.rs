@@ -154,6 +154,15 @@ pub trait Backend: Send + Sync + 'static {
         owner: &str,
     ) -> Result<(), StoreError>;
 
+    /// Registers `lease.owner` as a live node until `lease.expires_at_ms`, extends the endpoint
+    /// slots it holds as far, and returns how many nodes are live at `now_ms` (this one
+    /// included): each node's share of an endpoint's slots.
+    async fn heartbeat_node(&self, lease: &Lease, now_ms: i64) -> Result<u32, StoreError>;
+
+    /// Removes `owner` from the live nodes and gives back every endpoint slot it holds (at
+    /// shutdown, once its attempts have ended).
+    async fn leave(&self, owner: &str) -> Result<(), StoreError>;
+
     // ---- reads for the API -------------------------------------------------------------------
 
     /// One event of a tenant.

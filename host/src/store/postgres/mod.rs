@@ -242,6 +242,14 @@ impl Backend for PostgresBackend {
         queue::release_slot(&self.db, endpoint_id, slot, owner).await
     }
 
+    async fn heartbeat_node(&self, lease: &Lease, now_ms: i64) -> Result<u32, StoreError> {
+        queue::heartbeat_node(&self.db, lease, now_ms).await
+    }
+
+    async fn leave(&self, owner: &str) -> Result<(), StoreError> {
+        queue::leave(&self.db, owner).await
+    }
+
     async fn event(&self, tenant: &str, event: &str) -> Result<EventSummary, StoreError> {
         reads::event(&self.db, tenant, event).await
     }

@@ -329,3 +329,53 @@ pub(super) async fn release_slot(
     .await?;
     Ok(())
 }
+
+/// Registers the node until its lease expires, extends its slots as far, forgets nodes whose
+/// registration lapsed, and counts the live ones. Relaxed: a registration lost in a server
+/// crash is made again at the next heartbeat.
+pub(super) async fn heartbeat_node(db: &Db, lease: &Lease, now_ms: i64) -> Result<u32, StoreError> {
+    let mut client = db.get().await?;
+    let tx = client.transaction().await.db()?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .db()?;
+    let (register, renew, forget, count) = futures::try_join!(
+        tx.prepare_cached(
+            "INSERT INTO nodes (owner, expires_at) VALUES ($1, $2)
+             ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+        ),
+        tx.prepare_cached("UPDATE endpoint_slots SET expires_at = $2 WHERE owner = $1"),
+        tx.prepare_cached("DELETE FROM nodes WHERE expires_at < $1"),
+        tx.prepare_cached("SELECT count(*) FROM nodes WHERE expires_at >= $1"),
+    )
+    .db()?;
+    tx.execute(&register, &[&lease.owner, &lease.expires_at_ms])
+        .await
+        .db()?;
+    tx.execute(&renew, &[&lease.owner, &lease.expires_at_ms])
+        .await
+        .db()?;
+    tx.execute(&forget, &[&now_ms]).await.db()?;
+    let live: i64 = tx
+        .query_one(&count, &[&now_ms])
+        .await
+        .db()?
+        .try_get(0)
+        .db()?;
+    tx.commit().await.db()?;
+    Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
+}
+
+/// Removes the node and gives back every slot it holds.
+pub(super) async fn leave(db: &Db, owner: &str) -> Result<(), StoreError> {
+    let mut client = db.get().await?;
+    let tx = client.transaction().await.db()?;
+    tx.execute("DELETE FROM endpoint_slots WHERE owner = $1", &[&owner])
+        .await
+        .db()?;
+    tx.execute("DELETE FROM nodes WHERE owner = $1", &[&owner])
+        .await
+        .db()?;
+    tx.commit().await.db()?;
+    Ok(())
+}

@@ -283,6 +283,16 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    /// One node, by the data-dir lock.
+    async fn heartbeat_node(&self, _lease: &Lease, _now_ms: i64) -> Result<u32, StoreError> {
+        Ok(1)
+    }
+
+    /// Nothing to leave (see [`Backend::heartbeat_node`]).
+    async fn leave(&self, _owner: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn event(&self, tenant: &str, event: &str) -> Result<EventSummary, StoreError> {
         let (tenant, event) = (tenant.to_string(), event.to_string());
         self.read(move |conn| reads::event(conn, &tenant, &event))
