@@ -1129,6 +1129,80 @@ mod postgres_only {
         assert_eq!(c, Some(0));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_register_by_heartbeat_and_leaving_frees_their_slots() {
+        let Some(node) = Node::fresh(Kind::Postgres).await else {
+            return;
+        };
+        let peer = node.peer().await;
+        let now = now_millis();
+        assert_eq!(
+            node.store
+                .heartbeat_node(&lease("a", now + HOUR_MS), now)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            peer.store
+                .heartbeat_node(&lease("b", now + HOUR_MS), now)
+                .await
+                .unwrap(),
+            2,
+            "both nodes are live"
+        );
+        // A node whose registration lapsed no longer counts.
+        assert_eq!(
+            node.store
+                .heartbeat_node(&lease("c", now + 100), now)
+                .await
+                .unwrap(),
+            3
+        );
+        let later = now + 1000;
+        assert_eq!(
+            node.store
+                .heartbeat_node(&lease("a", later + HOUR_MS), later)
+                .await
+                .unwrap(),
+            2
+        );
+
+        // A heartbeat extends the node's slots: one taken until `now + 100` is still held later.
+        let slot = node
+            .store
+            .acquire_endpoint_slot("ep_n", 1, &lease("a", now + 100), now)
+            .await
+            .unwrap();
+        assert_eq!(slot, Some(0));
+        node.store
+            .heartbeat_node(&lease("a", later + HOUR_MS), later)
+            .await
+            .unwrap();
+        let taken = peer
+            .store
+            .acquire_endpoint_slot("ep_n", 1, &lease("b", later + HOUR_MS), later)
+            .await
+            .unwrap();
+        assert_eq!(taken, None, "a's slot was renewed with its registration");
+
+        // Leaving gives the slots back and drops the node from the count.
+        node.store.leave("a").await.unwrap();
+        let taken = peer
+            .store
+            .acquire_endpoint_slot("ep_n", 1, &lease("b", later + HOUR_MS), later)
+            .await
+            .unwrap();
+        assert_eq!(taken, Some(0));
+        assert_eq!(
+            peer.store
+                .heartbeat_node(&lease("b", later + HOUR_MS), later)
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
     async fn wait_for(receiver: &mut tokio::sync::broadcast::Receiver<Notice>, want: Notice) {
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
@@ -1212,12 +1286,16 @@ mod postgres_only {
             .await
             .unwrap();
         tokio::spawn(connection);
-        let versions: i64 = client
-            .query_one("SELECT count(*) FROM schema_migrations", &[])
+        let row = client
+            .query_one(
+                "SELECT count(*), max(version)::bigint FROM schema_migrations",
+                &[],
+            )
             .await
-            .unwrap()
-            .get(0);
-        assert_eq!(versions, 1);
+            .unwrap();
+        let (versions, latest): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(versions, latest, "each migration applied once, in order");
+        assert!(latest >= 2, "{latest}");
         client
             .execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
