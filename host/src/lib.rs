@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod engine;
+pub mod event_types;
 pub mod http;
 pub mod jose;
 pub mod keys;

@@ -1,6 +1,12 @@
 //! Per-endpoint TLS: which client certificate the host presents and which issuers it trusts for
 //! the receiver. Builds the rustls configuration from the endpoint's `tls` settings and the
 //! tenant's client certificate record, and caches it until either changes.
+//!
+//! **Staged certificates.** A record may hold a staged next certificate with its own key. Once
+//! it is due (uploaded, and its `activate_at` reached), every node presents it on new
+//! connections (the connection pool's key changes with the identity; requests already on a
+//! connection finish on it) and one of them makes it the record's current certificate in the
+//! store. A receiver that trusts both issuers sees no failed request during the switch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +20,16 @@ use crate::store::Store;
 pub struct TlsResolver {
     store: Arc<Store>,
     generation: AtomicU64,
-    cache: Mutex<HashMap<String, (i64, u64, TlsChoice)>>,
+    /// By endpoint: its `updated_at`, the generation, until when (unix seconds) the choice
+    /// holds (a staged certificate due later), and the choice.
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    updated_at: i64,
+    generation: u64,
+    until: Option<i64>,
+    choice: TlsChoice,
 }
 
 impl TlsResolver {
@@ -42,31 +57,54 @@ impl TlsResolver {
             return Ok(None);
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((updated_at, cached_generation, choice)) = self
+        let now = crate::model::now_unix();
+        if let Some(cached) = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&endpoint.id)
-            && *updated_at == endpoint.updated_at
-            && *cached_generation == generation
+            && cached.updated_at == endpoint.updated_at
+            && cached.generation == generation
+            && cached.until.is_none_or(|until| now < until)
         {
-            return Ok(Some(choice.clone()));
+            return Ok(Some(cached.choice.clone()));
         }
+        let mut until = None;
+        let mut staged_in_use = false;
         let identity = match &settings.client_certificate {
             None => None,
             Some(id) => {
+                let tenant = &endpoint.tenant_id;
                 let record = self
                     .store
-                    .client_certificate(&endpoint.tenant_id, id)
+                    .client_certificate(tenant, id)
                     .await
                     .map_err(|e| format!("client certificate: {e}"))?;
-                let Some(chain) = record.certificate_pem else {
-                    return Err(format!(
-                        "client certificate `{id}` has no signed certificate yet: upload it with PUT /v1/tenants/{}/client-certificates/{id}/certificate",
-                        endpoint.tenant_id
-                    ));
-                };
-                Some((chain, record.private_key_pem))
+                let staged = self
+                    .store
+                    .staged_certificate(tenant, id)
+                    .await
+                    .map_err(|e| format!("client certificate: {e}"))?;
+                match staged {
+                    Some(staged) if staged.is_due(now) => {
+                        self.promote(tenant, id, now);
+                        staged_in_use = true;
+                        staged
+                            .certificate_pem
+                            .map(|chain| (chain, staged.private_key_pem))
+                    }
+                    staged => {
+                        until = staged
+                            .filter(|s| s.certificate_pem.is_some())
+                            .and_then(|s| s.activate_at);
+                        let Some(chain) = record.certificate_pem else {
+                            return Err(format!(
+                                "client certificate `{id}` has no signed certificate yet: upload it with PUT /v1/tenants/{tenant}/client-certificates/{id}/certificate"
+                            ));
+                        };
+                        Some((chain, record.private_key_pem))
+                    }
+                }
             }
         };
         let config = crate::tls::client_config(
@@ -77,13 +115,35 @@ impl TlsResolver {
         )
         .map_err(|e| format!("TLS settings: {e}"))?;
         let choice = TlsChoice {
-            key: format!("{}@{}#{generation}", endpoint.id, endpoint.updated_at),
+            key: format!(
+                "{}@{}#{generation}{}",
+                endpoint.id,
+                endpoint.updated_at,
+                if staged_in_use { "+staged" } else { "" }
+            ),
             config,
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
             endpoint.id.clone(),
-            (endpoint.updated_at, generation, choice.clone()),
+            Cached {
+                updated_at: endpoint.updated_at,
+                generation,
+                until,
+                choice: choice.clone(),
+            },
         );
         Ok(Some(choice))
+    }
+
+    /// Makes a due staged certificate the record's current one in the store, in the
+    /// background (the identity in use does not change: the promoted certificate is the staged
+    /// one). Nodes racing here promote once.
+    fn promote(&self, tenant: &str, id: &str, now: i64) {
+        let (store, tenant, id) = (self.store.clone(), tenant.to_string(), id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = store.promote_staged_certificate(&tenant, &id, now).await {
+                tracing::warn!(error = %e, %tenant, certificate = %id, "cannot promote a staged client certificate; trying again when the configuration is next rebuilt");
+            }
+        });
     }
 }

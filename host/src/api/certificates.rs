@@ -69,15 +69,28 @@ pub struct CertificateView {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// The staged next certificate, if one is staged (shown by `GET` of the record and the
+    /// `…/next` routes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<super::staged_certificates::StagedView>,
 }
 
-fn view(record: &StoredClientCertificate) -> CertificateView {
-    let certificate = record.certificate_pem.as_deref().and_then(|pem| {
-        crate::tls::check_certificate(pem, &record.private_key_pem).ok().map(|s| {
+/// Subject, issuer, validity and fingerprint of a certificate for `key_pem`.
+pub(super) fn summary(certificate_pem: &str, key_pem: &str) -> Option<serde_json::Value> {
+    crate::tls::check_certificate(certificate_pem, key_pem)
+        .ok()
+        .map(|s| {
             serde_json::json!({"subject": s.subject, "issuer": s.issuer, "not_before": s.not_before,
                 "not_after": s.not_after, "sha256_fingerprint": s.sha256_fingerprint})
         })
-    });
+}
+
+/// The record as answers show it (no private key, no staged certificate).
+pub(super) fn view(record: &StoredClientCertificate) -> CertificateView {
+    let certificate = record
+        .certificate_pem
+        .as_deref()
+        .and_then(|pem| summary(pem, &record.private_key_pem));
     CertificateView {
         id: record.id.clone(),
         name: record.name.clone(),
@@ -92,6 +105,7 @@ fn view(record: &StoredClientCertificate) -> CertificateView {
         certificate,
         created_at: record.created_at,
         updated_at: record.updated_at,
+        next: None,
     }
 }
 
@@ -181,9 +195,8 @@ pub async fn get_certificate(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<ApiJson<CertificateView>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    Ok(ApiJson(view(
-        &state.engine.store.client_certificate(&tenant, &id).await?,
-    )))
+    let record = state.engine.store.client_certificate(&tenant, &id).await?;
+    super::staged_certificates::with_next(&state, &tenant, view(&record)).await
 }
 
 /// Uploads the signed certificate for the record's key (also: rotates it for every endpoint).

@@ -60,7 +60,8 @@ pub struct EndpointView {
     endpoint: Endpoint,
 }
 
-fn view(state: &AppState, endpoint: &Endpoint) -> EndpointView {
+/// The endpoint as answers show it (secrets redacted).
+pub(super) fn view(state: &AppState, endpoint: &Endpoint) -> EndpointView {
     let paths = state.engine.secret_paths(endpoint);
     let loaded: Vec<bool> = endpoint
         .spec
@@ -463,6 +464,10 @@ async fn validate(state: &AppState, tenant: &str, spec: &EndpointSpec) -> Result
     check_url(&spec.url)?;
     check_destinations(state.engine.http.policy(), spec)?;
     check_event_types(&spec.event_types)?;
+    state
+        .engine
+        .check_subscriptions(tenant, &spec.event_types)
+        .await?;
     if spec.max_concurrency == Some(0) {
         return Err(ApiError::invalid("max_concurrency", "must be at least 1"));
     }

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::event_types::TenantCatalog;
 use crate::model::{Attempt, Delivery, EventSummary, new_id, now_unix, rfc3339};
 use crate::store::NewEvent;
 
@@ -81,14 +82,7 @@ pub struct EventsAccepted {
     pub events: Vec<EventAccepted>,
 }
 
-/// Letters, digits, `.`, `_`, `-`, `:`; 1-200 characters.
-pub fn valid_event_type(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
-}
+pub use crate::event_types::valid_event_type;
 
 /// The `Idempotency-Key` header, scoped to the route (`event:` or `batch:`): a key used for a
 /// single event and for a batch names two requests, each answered with its own first answer.
@@ -151,6 +145,7 @@ fn within_depth(json: &str, max: usize) -> bool {
 fn prepare(
     state: &AppState,
     tenant: &str,
+    catalog: &TenantCatalog,
     event: CreateEvent,
     field: &str,
 ) -> Result<NewEvent, ApiError> {
@@ -183,6 +178,23 @@ fn prepare(
             ));
         }
     }
+    catalog
+        .check_data(&event.event_type, data)
+        .map_err(|violation| {
+            ApiError::invalid(
+                format!("{field}data{}", violation.pointer),
+                format!(
+                    "breaks the schema of event type `{}` at `{}`: {}",
+                    event.event_type,
+                    if violation.pointer.is_empty() {
+                        "/"
+                    } else {
+                        &violation.pointer
+                    },
+                    violation.message
+                ),
+            )
+        })?;
     let id = new_id("msg");
     let created_at = now_unix();
     let envelope = Envelope {
@@ -233,7 +245,8 @@ pub async fn create_event(
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), ApiError> {
     caller.tenant(&state, &tenant)?;
     let key = idempotency_key(&headers, "event")?;
-    let event = prepare(&state, &tenant, event, "")?;
+    let catalog = state.engine.tenant_catalog(&tenant).await?;
+    let event = prepare(&state, &tenant, &catalog, event, "")?;
     let response = serde_json::to_value(EventAccepted {
         id: event.id.clone(),
         deliveries: event.endpoint_ids.len(),
@@ -264,9 +277,11 @@ pub async fn create_events_batch(
             format!("must hold 1 to {max} events"),
         ));
     }
+    let catalog = state.engine.tenant_catalog(&tenant).await?;
     let mut events = Vec::with_capacity(batch.events.len());
     for (i, event) in batch.events.into_iter().enumerate() {
-        events.push(prepare(&state, &tenant, event, &format!("events[{i}]."))?);
+        let field = format!("events[{i}].");
+        events.push(prepare(&state, &tenant, &catalog, event, &field)?);
     }
     let accepted = EventsAccepted {
         events: events

@@ -8,10 +8,14 @@ mod auth;
 mod certificates;
 mod endpoints;
 pub mod error;
+mod event_types;
 mod events;
 mod keys;
 mod openapi;
 mod plugins;
+mod recovery;
+mod rotation;
+mod staged_certificates;
 mod tenants;
 
 use std::sync::Arc;
@@ -45,6 +49,7 @@ pub struct AppState {
         (name = "tenants", description = "Customers that receive webhooks"),
         (name = "endpoints", description = "Where and how a tenant receives webhooks"),
         (name = "events", description = "Events, their deliveries and attempts"),
+        (name = "event-types", description = "A tenant's event-type catalog (JSON Schemas of `data`) and its settings"),
         (name = "plugins", description = "Wasm plugins: built-in, operator and tenant-owned"),
         (name = "keys", description = "JWS signing keys and mTLS client certificates"),
         (name = "operations", description = "Health and metrics"),
@@ -112,6 +117,27 @@ pub fn router(engine: Arc<Engine>) -> Router {
             certificates::delete_certificate
         ))
         .routes(routes!(certificates::upload_certificate))
+        .routes(routes!(
+            event_types::create_event_type,
+            event_types::list_event_types
+        ))
+        .routes(routes!(
+            event_types::get_event_type,
+            event_types::update_event_type,
+            event_types::delete_event_type
+        ))
+        .routes(routes!(
+            event_types::get_settings,
+            event_types::update_settings
+        ))
+        .routes(routes!(recovery::recover))
+        .routes(routes!(recovery::test))
+        .routes(routes!(rotation::rotate_secret))
+        .routes(routes!(
+            staged_certificates::stage_certificate,
+            staged_certificates::unstage_certificate
+        ))
+        .routes(routes!(staged_certificates::upload_next))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .split_for_parts();

@@ -12,11 +12,11 @@ use crate::plugins::{CallContext, HttpRequest};
 use crate::store::AttemptRecord;
 
 /// What one attempt came to.
-struct AttemptResult {
-    status_code: Option<u16>,
-    error: Option<String>,
-    snippet: Option<String>,
-    retry_after: Option<Duration>,
+pub(super) struct AttemptResult {
+    pub(super) status_code: Option<u16>,
+    pub(super) error: Option<String>,
+    pub(super) snippet: Option<String>,
+    pub(super) retry_after: Option<Duration>,
 }
 
 /// How long a job waits before asking again for a cluster-wide endpoint slot.
@@ -247,7 +247,9 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(
+    /// Sends one request of `envelope` through the endpoint's TLS, steps and HTTP client (with
+    /// the one resend after a refused token); records nothing.
+    pub(super) async fn attempt(
         self: &Arc<Self>,
         endpoint: &Endpoint,
         ctx: &CallContext,

@@ -22,6 +22,7 @@
 mod attempt;
 mod bodies;
 mod leases;
+mod probe;
 mod retry;
 mod slots;
 
@@ -34,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use bodies::{BodyCache, HeldBodies};
+pub use probe::ProbeResult;
 pub use retry::RetryPolicy;
 
 use crate::http::HttpClient;

@@ -3,9 +3,15 @@
 //! [`replay`](Engine::replay), tenant plugins, tenant deletion). It knows nothing of HTTP
 //! serving: [`crate::server`] puts the API in front of it.
 
+mod event_types;
+mod recovery;
+mod rotation;
 mod sync;
 mod usecases;
 
+pub use event_types::{CatalogError, EventTypeChange};
+pub use recovery::{EndpointTest, RECOVER_BATCH};
+pub use rotation::{DEFAULT_SECRET_OVERLAP, MAX_SECRET_OVERLAP};
 pub use usecases::{MasterKeyRotation, UseCaseError};
 
 use std::path::Path;
@@ -74,6 +80,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// SHA-256 of the admin token.
     pub admin_token_digest: [u8; 32],
+    /// Tenants' event-type catalogs with their compiled schemas, as this node last read them.
+    pub event_types: Arc<crate::event_types::EventTypeCache>,
     /// The dispatcher's task (until shutdown).
     dispatcher_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The task keeping this node in step with changes other nodes made.
@@ -225,11 +233,13 @@ impl Engine {
             },
         );
         let dispatcher_task = tokio::spawn(dispatcher.clone().run());
+        let event_types = Arc::new(crate::event_types::EventTypeCache::default());
         let sync_task = tokio::spawn(sync::follow_changes(
             store.clone(),
             registry.clone(),
             keys.clone(),
             tls.clone(),
+            event_types.clone(),
             config.store.poll_interval,
         ));
         tracing::info!(node = dispatcher.node(), "dispatcher running");
@@ -244,6 +254,7 @@ impl Engine {
             http,
             metrics,
             admin_token_digest: Sha256::digest(admin_token.as_bytes()).into(),
+            event_types,
             dispatcher_task: std::sync::Mutex::new(Some(dispatcher_task)),
             sync_task,
             _watch: watch,

@@ -1,9 +1,10 @@
 //! Keeping this node in step with what every node must agree on.
 //!
-//! Every write to tenants, endpoints, signing keys, client certificates or tenant plugins moves
-//! a change counter in the store. This task reads the counters every `store.poll_interval`
-//! (and at once on a PostgreSQL notice) and reloads what moved: the directory, the keys, the
-//! TLS configurations, the tenant plugins. With a poll interval of 500 ms a change made on one
+//! Every write to tenants, endpoints, event types, signing keys, client certificates or tenant
+//! plugins moves a change counter in the store. This task reads the counters every
+//! `store.poll_interval` (and at once on a PostgreSQL notice) and reloads what moved: the
+//! directory, the keys, the TLS configurations, the tenant plugins; the event-type catalogs
+//! are dropped from the cache and read again on their next use. With a poll interval of 500 ms a change made on one
 //! node is in use on every other within a second. On SQLite (one node) the counters only move
 //! by this node's own writes, which already updated it; the reloads are then no-ops in effect.
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::StartError;
+use crate::event_types::EventTypeCache;
 use crate::keys::KeyManager;
 use crate::mtls::TlsResolver;
 use crate::plugins::PluginRegistry;
@@ -90,6 +92,7 @@ pub(super) async fn follow_changes(
     registry: Arc<PluginRegistry>,
     keys: Arc<KeyManager>,
     tls: Arc<TlsResolver>,
+    event_types: Arc<EventTypeCache>,
     poll: Duration,
 ) {
     // What this node loaded reflects the counters read before loading; anything newer is
@@ -117,6 +120,11 @@ pub(super) async fn follow_changes(
                 Ok(()) => applied.directory = now.directory,
                 Err(e) => tracing::warn!(error = %e, "cannot reload tenants and endpoints"),
             }
+        }
+        // A catalog read before a change (or of a tenant deleted since) is dropped.
+        if now.event_types != seen.event_types || now.directory != seen.directory {
+            event_types.invalidate();
+            applied.event_types = now.event_types;
         }
         if now.keys != seen.keys {
             match keys.reload().await {

@@ -22,18 +22,22 @@
 //! [`Store`] is the facade the engine holds: the backend plus the in-memory [`Directory`] kept
 //! in step with this node's own writes.
 
+mod catalog;
 mod directory;
 mod error;
 mod location;
 pub mod postgres;
 pub mod sqlite;
+mod staged;
 mod types;
 
 use std::sync::{Arc, RwLock};
 
+pub use catalog::{RecoverBatch, RecoverRequest, StoredCatalog, StoredEventType};
 pub use directory::Directory;
 pub use error::StoreError;
 pub use location::{StoreLocation, redact_url};
+pub use staged::StoredStagedCertificate;
 pub use types::*;
 
 use crate::config::Synchronous;
@@ -246,6 +250,63 @@ pub trait Backend: Send + Sync + 'static {
         tenant: &str,
         name: &str,
     ) -> Result<Option<StoredPlugin>, StoreError>;
+    // ---- event-type catalog and recovery -----------------------------------------------------
+
+    /// A tenant's catalog: its `strict_event_types` setting (false when never set) and its event
+    /// types, by name.
+    async fn catalog(&self, tenant: &str) -> Result<StoredCatalog, StoreError>;
+
+    /// Adds an event type to its tenant's catalog; `Conflict` if the tenant has one of that
+    /// name. Moves the event-types revision.
+    async fn create_event_type(&self, event_type: &StoredEventType) -> Result<(), StoreError>;
+
+    /// Replaces an event type (all but `created_at`); `NotFound` if the tenant has none of that
+    /// name. Moves the event-types revision.
+    async fn update_event_type(&self, event_type: &StoredEventType) -> Result<(), StoreError>;
+
+    /// Deletes an event type; `false` if there was none. Moves the event-types revision.
+    async fn delete_event_type(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Sets the tenant's `strict_event_types`. Moves the event-types revision.
+    async fn set_strict_event_types(&self, tenant: &str, strict: bool) -> Result<(), StoreError>;
+
+    /// Puts one batch of an endpoint's failed or dead deliveries back in the queue (see
+    /// [`RecoverRequest`]): due now, unleased, marked recovered; a dead one starts a new retry
+    /// round. Deliveries in order of id.
+    async fn recover_deliveries(
+        &self,
+        request: &RecoverRequest,
+    ) -> Result<RecoverBatch, StoreError>;
+    // ---- staged client certificates ----------------------------------------------------------
+
+    /// The staged next certificate of a tenant's client certificate record, if any.
+    async fn staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<StoredStagedCertificate>, StoreError>;
+
+    /// Inserts or replaces the staged next certificate of a record (`NotFound` when the tenant
+    /// has no record `staged.id`). Moves the certificates revision.
+    async fn put_staged_certificate(
+        &self,
+        staged: &StoredStagedCertificate,
+    ) -> Result<(), StoreError>;
+
+    /// Drops a record's staged certificate; `false` if there was none. Moves the certificates
+    /// revision.
+    async fn delete_staged_certificate(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Makes the staged certificate (key, CSR, certificate) the record's current one when it is
+    /// due by `now` (see [`StoredStagedCertificate::is_due`]), in one transaction; `false` when
+    /// there was nothing due (another node may have promoted it already). Moves the
+    /// certificates revision.
+    async fn promote_staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Waits for the next notice of kind `wanted` (a missed burst counts as one); never returns when
@@ -514,6 +575,34 @@ impl Store {
         Ok(record)
     }
 
+    /// Inserts or replaces a record's staged next certificate, its private key sealed.
+    pub async fn put_staged_certificate(
+        &self,
+        staged: &StoredStagedCertificate,
+    ) -> Result<(), StoreError> {
+        let mut sealed = staged.clone();
+        sealed.private_key_pem = self
+            .sealer()
+            .seal(CLIENT_KEY_CONTEXT, &staged.private_key_pem);
+        self.backend.put_staged_certificate(&sealed).await
+    }
+
+    /// A record's staged next certificate (private key unsealed), if any.
+    pub async fn staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<StoredStagedCertificate>, StoreError> {
+        let Some(mut staged) = self.backend.staged_certificate(tenant, id).await? else {
+            return Ok(None);
+        };
+        staged.private_key_pem = self
+            .sealer()
+            .unseal(CLIENT_KEY_CONTEXT, &staged.private_key_pem)
+            .map_err(secret_error)?;
+        Ok(Some(staged))
+    }
+
     fn unseal_client_key(&self, record: &mut StoredClientCertificate) -> Result<(), StoreError> {
         record.private_key_pem = self
             .sealer()
@@ -546,6 +635,16 @@ impl Store {
                     let mut clear = record.clone();
                     self.unseal_client_key(&mut clear)?;
                     self.put_client_certificate(&clear).await?;
+                    rewritten += 1;
+                }
+                if let Some(staged) = self
+                    .backend
+                    .staged_certificate(&tenant.id, &record.id)
+                    .await?
+                    && !sealer.is_current(&staged.private_key_pem)
+                    && let Some(clear) = self.staged_certificate(&tenant.id, &record.id).await?
+                {
+                    self.put_staged_certificate(&clear).await?;
                     rewritten += 1;
                 }
             }

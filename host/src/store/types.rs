@@ -228,6 +228,8 @@ pub struct Revisions {
     pub certificates: i64,
     /// Tenant plugins.
     pub plugins: i64,
+    /// Event-type catalogs (and their tenants' settings).
+    pub event_types: i64,
 }
 
 /// Which change counter a write moves.
@@ -241,6 +243,8 @@ pub enum Aggregate {
     Certificates,
     /// Tenant plugins.
     Plugins,
+    /// Event-type catalogs.
+    EventTypes,
 }
 
 impl Aggregate {
@@ -251,6 +255,7 @@ impl Aggregate {
             Aggregate::Keys => "keys",
             Aggregate::Certificates => "certificates",
             Aggregate::Plugins => "plugins",
+            Aggregate::EventTypes => "event_types",
         }
     }
 }

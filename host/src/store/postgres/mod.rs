@@ -16,6 +16,7 @@
 
 mod attempts;
 mod batch;
+mod catalog;
 mod directory;
 mod error;
 mod ingest;
@@ -26,6 +27,7 @@ mod pool;
 mod queue;
 mod reads;
 mod schema;
+mod staged;
 
 use tokio::sync::{broadcast, oneshot};
 
@@ -34,8 +36,9 @@ use self::listen::Listener;
 use self::pool::Db;
 use super::{
     AttemptRecord, Backend, ClaimRequest, DirectoryRows, IngestOutcome, IngestRequest, KeyInsert,
-    Lease, Notice, PendingDelivery, RecordDone, Revisions, StoreError, StoredClientCertificate,
-    StoredPlugin, StoredPluginInfo, StoredSigningKey, WriteStats, redact_url,
+    Lease, Notice, PendingDelivery, RecordDone, RecoverBatch, RecoverRequest, Revisions,
+    StoreError, StoredCatalog, StoredClientCertificate, StoredEventType, StoredPlugin,
+    StoredPluginInfo, StoredSigningKey, StoredStagedCertificate, WriteStats, redact_url,
 };
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
@@ -339,5 +342,58 @@ impl Backend for PostgresBackend {
         name: &str,
     ) -> Result<Option<StoredPlugin>, StoreError> {
         plugins::get(&self.db, tenant, name).await
+    }
+    async fn catalog(&self, tenant: &str) -> Result<StoredCatalog, StoreError> {
+        catalog::catalog(&self.db, tenant).await
+    }
+
+    async fn create_event_type(&self, event_type: &StoredEventType) -> Result<(), StoreError> {
+        catalog::create(&self.db, event_type).await
+    }
+
+    async fn update_event_type(&self, event_type: &StoredEventType) -> Result<(), StoreError> {
+        catalog::update(&self.db, event_type).await
+    }
+
+    async fn delete_event_type(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        catalog::delete(&self.db, tenant, name).await
+    }
+
+    async fn set_strict_event_types(&self, tenant: &str, strict: bool) -> Result<(), StoreError> {
+        catalog::set_strict(&self.db, tenant, strict).await
+    }
+
+    async fn recover_deliveries(
+        &self,
+        request: &RecoverRequest,
+    ) -> Result<RecoverBatch, StoreError> {
+        catalog::recover(&self.db, request).await
+    }
+    async fn staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<StoredStagedCertificate>, StoreError> {
+        staged::get(&self.db, tenant, id).await
+    }
+
+    async fn put_staged_certificate(
+        &self,
+        record: &StoredStagedCertificate,
+    ) -> Result<(), StoreError> {
+        staged::put(&self.db, record).await
+    }
+
+    async fn delete_staged_certificate(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        staged::delete(&self.db, tenant, id).await
+    }
+
+    async fn promote_staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        staged::promote(&self.db, tenant, id, now).await
     }
 }

@@ -132,6 +132,38 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX endpoint_slots_by_owner ON endpoint_slots(owner);
     "#,
+    // 3: the event-type catalog, recovery and staged client certificates (as SQLite's
+    // migration 3).
+    r#"
+    CREATE TABLE event_types (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        schema      TEXT,
+        deprecated  BOOLEAN NOT NULL,
+        created_at  BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+    CREATE TABLE event_type_settings (
+        tenant_id          TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        strict_event_types BOOLEAN NOT NULL
+    );
+    INSERT INTO revisions (kind, rev) VALUES ('event_types', 0);
+    ALTER TABLE deliveries ADD COLUMN recovered_at BIGINT;
+    CREATE INDEX deliveries_recoverable ON deliveries(endpoint_id, id)
+        WHERE status = 'dead' OR (status = 'pending' AND attempts > 0);
+    CREATE TABLE staged_client_certificates (
+        id              TEXT PRIMARY KEY REFERENCES client_certificates(id) ON DELETE CASCADE,
+        tenant_id       TEXT NOT NULL,
+        private_key_pem TEXT NOT NULL,
+        csr_pem         TEXT,
+        certificate_pem TEXT,
+        activate_at     BIGINT,
+        created_at      BIGINT NOT NULL,
+        updated_at      BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

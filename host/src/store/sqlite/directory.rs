@@ -33,6 +33,7 @@ pub(super) fn revisions(conn: &Connection) -> Result<Revisions, StoreError> {
             k if k == Aggregate::Keys.as_str() => &mut revisions.keys,
             k if k == Aggregate::Certificates.as_str() => &mut revisions.certificates,
             k if k == Aggregate::Plugins.as_str() => &mut revisions.plugins,
+            k if k == Aggregate::EventTypes.as_str() => &mut revisions.event_types,
             _ => continue,
         };
         *slot = rev;

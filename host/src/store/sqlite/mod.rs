@@ -17,6 +17,7 @@
 //! there is nobody to coordinate with: [`Backend::shared`] is false, and an endpoint's
 //! cluster-wide attempt slots are the dispatcher's local limit (the slot calls always succeed).
 
+mod catalog;
 mod certificates;
 mod connection;
 mod deliveries;
@@ -26,6 +27,7 @@ mod keys;
 mod plugins;
 mod reads;
 mod schema;
+mod staged;
 mod writer;
 
 use std::fs::File;
@@ -38,8 +40,9 @@ use self::connection::{OrStore, Readers, open_connection};
 use self::writer::{Writer, WriterThread};
 use super::{
     AttemptRecord, Backend, ClaimRequest, DirectoryRows, IngestOutcome, IngestRequest, KeyInsert,
-    Lease, PendingDelivery, RecordDone, Revisions, StoreError, StoredClientCertificate,
-    StoredPlugin, StoredPluginInfo, StoredSigningKey, WriteStats,
+    Lease, PendingDelivery, RecordDone, RecoverBatch, RecoverRequest, Revisions, StoreError,
+    StoredCatalog, StoredClientCertificate, StoredEventType, StoredPlugin, StoredPluginInfo,
+    StoredSigningKey, StoredStagedCertificate, WriteStats,
 };
 use crate::config::Synchronous;
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
@@ -406,6 +409,76 @@ impl Backend for SqliteBackend {
     ) -> Result<Option<StoredPlugin>, StoreError> {
         let (tenant, name) = (tenant.to_string(), name.to_string());
         self.read(move |conn| plugins::get(conn, &tenant, &name))
+            .await
+    }
+    async fn catalog(&self, tenant: &str) -> Result<StoredCatalog, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |conn| catalog::catalog(conn, &tenant)).await
+    }
+
+    async fn create_event_type(&self, event_type: &StoredEventType) -> Result<(), StoreError> {
+        let event_type = event_type.clone();
+        self.write(move |conn| catalog::create(conn, &event_type))
+            .await
+    }
+
+    async fn update_event_type(&self, event_type: &StoredEventType) -> Result<(), StoreError> {
+        let event_type = event_type.clone();
+        self.write(move |conn| catalog::update(conn, &event_type))
+            .await
+    }
+
+    async fn delete_event_type(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.write(move |conn| catalog::delete(conn, &tenant, &name))
+            .await
+    }
+
+    async fn set_strict_event_types(&self, tenant: &str, strict: bool) -> Result<(), StoreError> {
+        let tenant = tenant.to_string();
+        self.write(move |conn| catalog::set_strict(conn, &tenant, strict))
+            .await
+    }
+
+    async fn recover_deliveries(
+        &self,
+        request: &RecoverRequest,
+    ) -> Result<RecoverBatch, StoreError> {
+        let request = request.clone();
+        self.write(move |conn| catalog::recover(conn, &request))
+            .await
+    }
+    async fn staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<StoredStagedCertificate>, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.read(move |conn| staged::get(conn, &tenant, &id)).await
+    }
+
+    async fn put_staged_certificate(
+        &self,
+        record: &StoredStagedCertificate,
+    ) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.write(move |conn| staged::put(conn, &record)).await
+    }
+
+    async fn delete_staged_certificate(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.write(move |conn| staged::delete(conn, &tenant, &id))
+            .await
+    }
+
+    async fn promote_staged_certificate(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.write(move |conn| staged::promote(conn, &tenant, &id, now))
             .await
     }
 }

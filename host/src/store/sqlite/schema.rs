@@ -109,6 +109,41 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, name)
     );
     "#,
+    // 3: the event-type catalog (types with their JSON Schemas, a tenant's strictness),
+    // recovery (a mark on deliveries a recovery moved; an index of failed and dead deliveries by
+    // endpoint, which a delivery enters only once an attempt failed or it died, so ingest and
+    // first-attempt successes never write it) and the staged next certificate of a client
+    // certificate record.
+    r#"
+    CREATE TABLE event_types (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        schema      TEXT,
+        deprecated  INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE event_type_settings (
+        tenant_id          TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        strict_event_types INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO revisions (kind, rev) VALUES ('event_types', 0);
+    ALTER TABLE deliveries ADD COLUMN recovered_at INTEGER;
+    CREATE INDEX deliveries_recoverable ON deliveries(endpoint_id, id)
+        WHERE status = 'dead' OR (status = 'pending' AND attempts > 0);
+    CREATE TABLE staged_client_certificates (
+        id              TEXT PRIMARY KEY REFERENCES client_certificates(id) ON DELETE CASCADE,
+        tenant_id       TEXT NOT NULL,
+        private_key_pem TEXT NOT NULL,
+        csr_pem         TEXT,
+        certificate_pem TEXT,
+        activate_at     INTEGER,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Applies the migrations `conn` has not seen yet.
@@ -164,6 +199,7 @@ mod tests {
             Aggregate::Keys,
             Aggregate::Certificates,
             Aggregate::Plugins,
+            Aggregate::EventTypes,
         ]
         .iter()
         .map(|a| a.as_str().to_string())

@@ -520,6 +520,7 @@ async fn writes_move_their_revision_and_deleting_a_tenant_moves_all() {
             keys: 0,
             certificates: 1,
             plugins: 1,
+            ..Default::default()
         }
     );
     let rows = b.directory_rows().await.unwrap();
@@ -535,6 +536,7 @@ async fn writes_move_their_revision_and_deleting_a_tenant_moves_all() {
             keys: 1,
             certificates: 2,
             plugins: 2,
+            ..Default::default()
         }
     );
     assert!(b.tenant_plugins().await.unwrap().is_empty());
