@@ -21,6 +21,7 @@ mod error;
 mod ingest;
 mod keys;
 mod listen;
+mod log;
 mod plugins;
 mod pool;
 mod queue;
@@ -37,6 +38,7 @@ use super::{
     Lease, Notice, PendingDelivery, RecordDone, Revisions, StoreError, StoredClientCertificate,
     StoredPlugin, StoredPluginInfo, StoredSigningKey, WriteStats, redact_url,
 };
+use super::{EventHistory, LogPage, LogQuery};
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
 /// The PostgreSQL backend: a pool, the two write batchers and the listening connection.
@@ -331,5 +333,13 @@ impl Backend for PostgresBackend {
         name: &str,
     ) -> Result<Option<StoredPlugin>, StoreError> {
         plugins::get(&self.db, tenant, name).await
+    }
+
+    async fn log_events(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
+        log::log_events(&self.db, query).await
+    }
+
+    async fn event_history(&self, tenant: &str, event: &str) -> Result<EventHistory, StoreError> {
+        log::event_history(&self.db, tenant, event).await
     }
 }

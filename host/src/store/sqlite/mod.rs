@@ -23,6 +23,7 @@ mod deliveries;
 mod directory;
 mod files;
 mod keys;
+mod log;
 mod plugins;
 mod reads;
 mod schema;
@@ -41,6 +42,7 @@ use super::{
     Lease, PendingDelivery, RecordDone, Revisions, StoreError, StoredClientCertificate,
     StoredPlugin, StoredPluginInfo, StoredSigningKey, WriteStats,
 };
+use super::{EventHistory, LogPage, LogQuery};
 use crate::config::Synchronous;
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
@@ -396,6 +398,17 @@ impl Backend for SqliteBackend {
     ) -> Result<Option<StoredPlugin>, StoreError> {
         let (tenant, name) = (tenant.to_string(), name.to_string());
         self.read(move |conn| plugins::get(conn, &tenant, &name))
+            .await
+    }
+
+    async fn log_events(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| log::log_events(conn, &query)).await
+    }
+
+    async fn event_history(&self, tenant: &str, event: &str) -> Result<EventHistory, StoreError> {
+        let (tenant, event) = (tenant.to_string(), event.to_string());
+        self.read(move |conn| log::event_history(conn, &tenant, &event))
             .await
     }
 }
