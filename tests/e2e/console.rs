@@ -83,7 +83,7 @@ async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_i
 
     // The operator signs in with the admin token and mints a portal link for acme.
     sign_in(&browser, ADMIN).await;
-    assert_eq!(browser.path().await, "/console/admin/tenants");
+    browser.wait_for_path("/console/admin/tenants").await;
     browser.screenshot("operator-tenants").await;
     browser
         .click("form[action='/console/admin/tenants/acme/portal-link'] button.mint")
@@ -108,7 +108,7 @@ async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_i
             .await;
     }
     browser.click("form[action='/console/logout'] button").await;
-    assert_eq!(browser.path().await, "/console/login");
+    browser.wait_for_path("/console/login").await;
 
     // The tenant opens the link and lands on its endpoints.
     browser.open(&link).await;

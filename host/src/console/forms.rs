@@ -39,6 +39,71 @@ impl FieldErrors {
     }
 }
 
+impl FieldErrors {
+    /// The errors a refusal of the API names a field for (shown at that field), with its
+    /// status; any other refusal is the page's error.
+    pub fn from_api(
+        error: crate::api::error::ApiError,
+    ) -> Result<(Self, axum::http::StatusCode), super::PageError> {
+        match error.field {
+            Some(field) => {
+                let mut errors = Self::default();
+                errors.add(field, error.message);
+                Ok((errors, error.status))
+            }
+            None => Err(error.into()),
+        }
+    }
+}
+
+/// The error of `field` or of any of its items (`event_types` for `event_types[2]`).
+pub fn error_at<'a>(errors: &'a FieldErrors, field: &str) -> Option<&'a str> {
+    errors.of(field).or_else(|| {
+        errors
+            .0
+            .iter()
+            .find(|(name, _)| {
+                name.strip_prefix(field)
+                    .is_some_and(|rest| rest.starts_with('['))
+            })
+            .map(|(_, message)| message.as_str())
+    })
+}
+
+/// A labelled text control (a text area when `long`) named `name`, with its hint and the
+/// error the API gave for it (or its items).
+pub fn text_input(
+    name: &str,
+    label: &str,
+    value: &str,
+    hint: &str,
+    errors: &FieldErrors,
+    long: bool,
+) -> Markup {
+    let id = id_of(name);
+    let hint_id = format!("{id}-hint");
+    let error_id = format!("{id}-error");
+    let error = error_at(errors, name);
+    let described = match error {
+        Some(_) => format!("{hint_id} {error_id}"),
+        None => hint_id.clone(),
+    };
+    html! {
+        div.field.invalid[error.is_some()] {
+            label for=(id) { (label) }
+            @if long {
+                textarea id=(id) name=(name) spellcheck="false" aria-describedby=(described)
+                    aria-invalid=[error.map(|_| "true")] { (value) }
+            } @else {
+                input id=(id) type="text" name=(name) value=(value) aria-describedby=(described)
+                    aria-invalid=[error.map(|_| "true")];
+            }
+            p.hint id=(hint_id) { (hint) }
+            @if let Some(error) = error { p.error id=(error_id) role="alert" { (error) } }
+        }
+    }
+}
+
 /// The HTML id of the control named `name`: `steps[0].config.key` → `f-steps-0-config-key`.
 pub fn id_of(name: &str) -> String {
     let mut id = String::from("f-");

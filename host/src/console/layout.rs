@@ -43,6 +43,35 @@ pub struct Context<'a> {
     pub section: Section,
 }
 
+impl<'a> Context<'a> {
+    /// A page of `tenant`'s, in `section`.
+    pub fn tenant(session: &'a Session, tenant: &'a str, section: Section) -> Self {
+        Self {
+            session: Some(session),
+            tenant: Some(tenant),
+            section,
+        }
+    }
+
+    /// A page outside any session (sign-in, errors).
+    pub fn anonymous() -> Self {
+        Self {
+            session: None,
+            tenant: None,
+            section: Section::None,
+        }
+    }
+
+    /// An operator page, in `section`.
+    pub fn operator(session: &'a Session, section: Section) -> Self {
+        Self {
+            session: Some(session),
+            tenant: None,
+            section,
+        }
+    }
+}
+
 fn nav_item(href: &str, label: &str, current: bool) -> Markup {
     html! {
         li { a href=(href) aria-current=[current.then_some("page")] { (label) } }
@@ -112,8 +141,7 @@ pub fn page(title: &str, context: &Context<'_>, body: Markup) -> Markup {
 pub fn error_page(status: StatusCode, message: &str, session: Option<&Session>) -> Response {
     let context = Context {
         session,
-        tenant: None,
-        section: Section::None,
+        ..Context::anonymous()
     };
     let title = status.canonical_reason().unwrap_or("Error");
     let body = html! {

@@ -78,6 +78,13 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
+/// The `?done=` of a page shown after an action (see [`layout::notice`]).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    /// The action's code.
+    pub done: Option<String>,
+}
+
 /// Why a page could not be shown.
 #[derive(Debug)]
 pub enum PageError {

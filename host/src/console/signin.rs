@@ -10,7 +10,7 @@ use base64::Engine as _;
 use maud::html;
 use sha2::{Digest, Sha256};
 
-use super::layout::{self, Context, Section};
+use super::layout::{self, Context};
 use super::session::{
     self, LOGIN_COOKIE, PORTAL_SESSION_SECONDS, SESSION_COOKIE, Session, TOKEN_SESSION_SECONDS,
     TokenError, Who,
@@ -42,11 +42,7 @@ fn home_of(session: &Session) -> String {
 }
 
 fn login_form(pre: &str, error: Option<&str>) -> maud::Markup {
-    let context = Context {
-        session: None,
-        tenant: None,
-        section: Section::None,
-    };
+    let context = Context::anonymous();
     layout::page(
         "Sign in",
         &context,
@@ -184,11 +180,7 @@ async fn portal(
         seconds,
         session::over_tls(&headers),
     );
-    let context = Context {
-        session: None,
-        tenant: None,
-        section: Section::None,
-    };
+    let context = Context::anonymous();
     let body = layout::page(
         "Signing in",
         &context,

@@ -109,6 +109,113 @@ pub struct EventHistory {
     pub deliveries: Vec<DeliveryHistory>,
 }
 
+/// A value bound to a page's statement.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LogParam {
+    /// A text value.
+    Text(String),
+    /// An integer value.
+    Int(i64),
+}
+
+impl LogQuery {
+    /// The statement of a page and its parameters, for both backends: `placeholder(n)` writes
+    /// the n-th (from 1) parameter's placeholder (`?n` for SQLite, `$n` for PostgreSQL). It walks
+    /// `events_log` (or `events_log_by_type`) backwards from the cursor (a row-value comparison
+    /// on `(created_at, id)`), checks the status and endpoint filters per event through
+    /// `deliveries_log`, and stops after `limit + 1` rows (the extra one says there is more).
+    pub(crate) fn page_sql(&self, placeholder: fn(usize) -> String) -> (String, Vec<LogParam>) {
+        let mut sql = String::from(
+            "SELECT e.id, e.type, e.created_at,
+               (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending'),
+               (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'delivered'),
+               (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'dead')
+             FROM events e WHERE e.tenant_id = ",
+        );
+        let mut params = Vec::new();
+        let mut bind = |sql: &mut String, value: LogParam| {
+            params.push(value);
+            sql.push_str(&placeholder(params.len()));
+        };
+        bind(&mut sql, LogParam::Text(self.tenant.clone()));
+        if let Some(event_type) = &self.event_type {
+            sql.push_str(" AND e.type = ");
+            bind(&mut sql, LogParam::Text(event_type.clone()));
+        }
+        if let Some(after) = self.after {
+            sql.push_str(" AND e.created_at >= ");
+            bind(&mut sql, LogParam::Int(after));
+        }
+        if let Some(before) = self.before {
+            sql.push_str(" AND e.created_at < ");
+            bind(&mut sql, LogParam::Int(before));
+        }
+        if let Some(cursor) = &self.cursor {
+            sql.push_str(" AND (e.created_at, e.id) < (");
+            bind(&mut sql, LogParam::Int(cursor.created_at));
+            sql.push_str(", ");
+            bind(&mut sql, LogParam::Text(cursor.id.clone()));
+            sql.push(')');
+        }
+        if self.status.is_some() || self.endpoint.is_some() {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id");
+            if let Some(status) = self.status {
+                sql.push_str(" AND d.status = ");
+                bind(&mut sql, LogParam::Text(status.as_str().into()));
+            }
+            if let Some(endpoint) = &self.endpoint {
+                sql.push_str(" AND d.endpoint_id = ");
+                bind(&mut sql, LogParam::Text(endpoint.clone()));
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY e.created_at DESC, e.id DESC LIMIT ");
+        bind(&mut sql, LogParam::Int(i64::from(self.page_limit()) + 1));
+        (sql, params)
+    }
+
+    /// `limit`, within 1 ..= [`MAX_LOG_LIMIT`].
+    pub(crate) fn page_limit(&self) -> u32 {
+        self.limit.clamp(1, MAX_LOG_LIMIT)
+    }
+}
+
+/// The statement reading every attempt of one event's deliveries (parameters: the event id,
+/// the tenant id), by delivery then attempt.
+pub(crate) fn history_sql(placeholder: fn(usize) -> String) -> String {
+    format!(
+        "SELECT a.delivery_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.outcome,
+                a.error, a.response_snippet
+         FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+         WHERE d.event_id = {} AND d.tenant_id = {}
+         ORDER BY a.delivery_id, a.attempt",
+        placeholder(1),
+        placeholder(2)
+    )
+}
+
+/// An event's history from its parts: each delivery gets its attempts (`(delivery id,
+/// attempt)` pairs, in order).
+pub(crate) fn history(
+    event: EventSummary,
+    deliveries: Vec<Delivery>,
+    mut attempts: Vec<(String, Attempt)>,
+) -> EventHistory {
+    EventHistory {
+        event,
+        deliveries: deliveries
+            .into_iter()
+            .map(|delivery| {
+                let attempt_log = take_attempts(&mut attempts, &delivery.id);
+                DeliveryHistory {
+                    delivery,
+                    attempt_log,
+                }
+            })
+            .collect(),
+    }
+}
+
 impl LogPage {
     /// The page of `events` fetched `limit + 1` at most: the extra one, if any, says there is
     /// a next page, which starts after the last one kept.
@@ -130,7 +237,7 @@ impl LogPage {
 }
 
 /// Removes and returns the attempts of `delivery` from `(delivery id, attempt)` pairs.
-pub(crate) fn take_attempts(attempts: &mut Vec<(String, Attempt)>, delivery: &str) -> Vec<Attempt> {
+fn take_attempts(attempts: &mut Vec<(String, Attempt)>, delivery: &str) -> Vec<Attempt> {
     let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(attempts)
         .into_iter()
         .partition(|(id, _)| id == delivery);
@@ -152,5 +259,34 @@ mod tests {
         assert_eq!(LogCursor::decode("not a cursor"), None);
         assert_eq!(LogCursor::decode(&URL_SAFE_NO_PAD.encode("x:msg")), None);
         assert_eq!(LogCursor::decode(&URL_SAFE_NO_PAD.encode("12:")), None);
+    }
+
+    #[test]
+    fn a_page_binds_only_the_filters_given_in_order() {
+        let query = LogQuery {
+            tenant: "t".into(),
+            status: Some(DeliveryStatus::Dead),
+            cursor: Some(LogCursor {
+                created_at: 5,
+                id: "msg_5".into(),
+            }),
+            limit: 10,
+            ..Default::default()
+        };
+        let (sql, params) = query.page_sql(|n| format!("${n}"));
+        assert!(sql.contains("(e.created_at, e.id) < ($2, $3)"), "{sql}");
+        assert!(sql.contains("d.status = $4"), "{sql}");
+        assert!(sql.ends_with("LIMIT $5"), "{sql}");
+        assert!(!sql.contains("e.type ="));
+        assert_eq!(
+            params,
+            vec![
+                LogParam::Text("t".into()),
+                LogParam::Int(5),
+                LogParam::Text("msg_5".into()),
+                LogParam::Text("dead".into()),
+                LogParam::Int(11),
+            ]
+        );
     }
 }

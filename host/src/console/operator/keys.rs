@@ -10,17 +10,12 @@ use maud::html;
 use crate::api::AppState;
 use crate::console::layout::{self, Context, Section};
 use crate::console::session::Session;
-use crate::console::{FormData, PageError, check_post, operator_only, see_other};
+use crate::console::{Done, FormData, PageError, check_post, operator_only, see_other};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/admin/keys", get(list))
         .route("/console/admin/keys/rotate", post(rotate))
-}
-
-#[derive(serde::Deserialize)]
-struct Done {
-    done: Option<String>,
 }
 
 async fn list(
@@ -30,11 +25,7 @@ async fn list(
 ) -> Result<Response, PageError> {
     operator_only(&session)?;
     let keys = state.engine.keys.summaries();
-    let context = Context {
-        session: Some(&session),
-        tenant: None,
-        section: Section::Keys,
-    };
+    let context = Context::operator(&session, Section::Keys);
     let body = html! {
         h1 { "Signing keys" }
         (layout::notice(done.done.as_deref()))

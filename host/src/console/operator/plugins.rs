@@ -24,11 +24,7 @@ async fn list(State(state): State<AppState>, session: Session) -> Result<Respons
     for tenant in state.engine.store.directory().tenants() {
         plugins.extend(registry.list(Some(&tenant.id)));
     }
-    let context = Context {
-        session: Some(&session),
-        tenant: None,
-        section: Section::Plugins,
-    };
+    let context = Context::operator(&session, Section::Plugins);
     let body = html! {
         h1 { "Plugins" }
         p { "Directory plugins reload as their files change (" code { (state.engine.config.plugins_dir().display().to_string()) } "); reload this page to see the latest state." }

@@ -70,11 +70,7 @@ async fn page(State(state): State<AppState>, session: Session) -> Result<Respons
     let seconds = now.duration_since(since).as_secs_f64().max(1.0);
     let rate = |now: u64, then: u64| format!("{:.2}/s", now.saturating_sub(then) as f64 / seconds);
     let pending = engine.store.count_pending().await.ok();
-    let context = Context {
-        session: Some(&session),
-        tenant: None,
-        section: Section::Queue,
-    };
+    let context = Context::operator(&session, Section::Queue);
     let card = |label: &str, value: String| {
         html! { div.card { div.n { (value) } div { (label) } } }
     };

@@ -9,12 +9,14 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 
 use crate::api::AppState;
-use crate::api::error::{ApiError, ApiJson};
+use crate::api::error::ApiJson;
 use crate::api::inproc::{self, CreatePortalLink, CreateTenant};
 use crate::console::forms::{self, FieldErrors};
 use crate::console::layout::{self, Context, Section};
 use crate::console::session::Session;
-use crate::console::{FormData, PageError, check_post, operator_only, see_other, tenant_scope};
+use crate::console::{
+    Done, FormData, PageError, check_post, operator_only, see_other, tenant_scope,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -26,17 +28,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/admin/tenants/{tenant}/delete", post(delete))
 }
 
-#[derive(serde::Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
 fn page(session: &Session, body: Markup, status: StatusCode) -> Response {
-    let context = Context {
-        session: Some(session),
-        tenant: None,
-        section: Section::Tenants,
-    };
+    let context = Context::operator(session, Section::Tenants);
     (status, layout::page("Tenants", &context, body)).into_response()
 }
 
@@ -83,25 +76,13 @@ fn tenants_table(state: &AppState, session: &Session) -> Markup {
 }
 
 fn create_form(session: &Session, errors: &FieldErrors) -> Markup {
-    let field = |name: &str, label: &str, hint: &str| {
-        let id = forms::id_of(name);
-        let error = errors.of(name);
-        html! {
-            div.field.invalid[error.is_some()] {
-                label for=(id) { (label) }
-                input id=(id) type="text" name=(name) aria-describedby=(format!("{id}-hint")) aria-invalid=[error.map(|_| "true")];
-                p.hint id=(format!("{id}-hint")) { (hint) }
-                @if let Some(error) = error { p.error id=(format!("{id}-error")) role="alert" { (error) } }
-            }
-        }
-    };
     html! {
         h2 { "Create a tenant" }
         (forms::error_summary(errors))
         form.stack method="post" action="/console/admin/tenants" novalidate {
             (layout::csrf(session))
-            (field("id", "Id", "A slug (acme); empty: generated."))
-            (field("name", "Name", "Display name."))
+            (forms::text_input("id", "Id", "", "A slug (acme); empty: generated.", errors, false))
+            (forms::text_input("name", "Name", "", "Display name.", errors, false))
             div { button type="submit" { "Create tenant" } }
         }
     }
@@ -149,14 +130,8 @@ async fn create(
             };
             Ok(page(&session, body, StatusCode::CREATED))
         }
-        Err(ApiError {
-            field: Some(field),
-            message,
-            status,
-            ..
-        }) => {
-            let mut errors = FieldErrors::default();
-            errors.add(field, message);
+        Err(error) => {
+            let (errors, status) = FieldErrors::from_api(error)?;
             let body = html! {
                 h1 { "Tenants" }
                 (tenants_table(&state, &session))
@@ -164,7 +139,6 @@ async fn create(
             };
             Ok(page(&session, body, status))
         }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -7,17 +7,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use maud::{Markup, html};
+use maud::html;
 use serde_json::Value;
 
-use super::endpoints::Done;
 use crate::api::AppState;
-use crate::api::error::{ApiError, ApiJson};
+use crate::api::error::ApiJson;
 use crate::api::inproc::{self, CreateCertificate, UploadCertificate};
 use crate::console::forms::{self, FieldErrors};
 use crate::console::layout::{self, Context, Section};
 use crate::console::session::Session;
-use crate::console::{FormData, PageError, check_post, see_other, tenant_scope};
+use crate::console::{Done, FormData, PageError, check_post, see_other, tenant_scope};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,14 +26,6 @@ pub fn routes() -> Router<AppState> {
             get(show).post(upload),
         )
         .route("/console/t/{tenant}/certificates/{id}/csr.pem", get(csr))
-}
-
-fn context<'a>(session: &'a Session, tenant: &'a str) -> Context<'a> {
-    Context {
-        session: Some(session),
-        tenant: Some(tenant),
-        section: Section::Certificates,
-    }
 }
 
 fn expiry(cert: &Value) -> String {
@@ -60,23 +51,6 @@ async fn certificates(
         .iter()
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect())
-}
-
-fn field(name: &str, label: &str, hint: &str, errors: &FieldErrors, long: bool) -> Markup {
-    let id = forms::id_of(name);
-    let error = errors.of(name);
-    html! {
-        div.field.invalid[error.is_some()] {
-            label for=(id) { (label) }
-            @if long {
-                textarea id=(id) name=(name) aria-describedby=(format!("{id}-hint")) aria-invalid=[error.map(|_| "true")] {}
-            } @else {
-                input id=(id) type="text" name=(name) aria-describedby=(format!("{id}-hint")) aria-invalid=[error.map(|_| "true")];
-            }
-            p.hint id=(format!("{id}-hint")) { (hint) }
-            @if let Some(error) = error { p.error id=(format!("{id}-error")) role="alert" { (error) } }
-        }
-    }
 }
 
 async fn render_list(
@@ -112,16 +86,20 @@ async fn render_list(
             (forms::error_summary(errors))
             form.stack method="post" action=(format!("/console/t/{tenant}/certificates")) novalidate {
                 (layout::csrf(session))
-                (field("name", "Name", "For your own use.", errors, false))
-                (field("common_name", "Common name", "Subject CN of the CSR (default: the name).", errors, false))
-                (field("dns_names", "DNS names", "Subject alternative names, comma-separated (optional).", errors, false))
+                (forms::text_input("name", "Name", "", "For your own use.", errors, false))
+                (forms::text_input("common_name", "Common name", "", "Subject CN of the CSR (default: the name).", errors, false))
+                (forms::text_input("dns_names", "DNS names", "", "Subject alternative names, comma-separated (optional).", errors, false))
                 div { button type="submit" { "Create key and CSR" } }
             }
         }
     };
     Ok((
         status,
-        layout::page("Client certificates", &context(session, tenant), body),
+        layout::page(
+            "Client certificates",
+            &Context::tenant(session, tenant, Section::Certificates),
+            body,
+        ),
     )
         .into_response())
 }
@@ -178,17 +156,10 @@ async fn create(
             "/console/t/{tenant}/certificates/{}?done=created",
             view.id
         ))),
-        Err(ApiError {
-            field: Some(field),
-            message,
-            status,
-            ..
-        }) => {
-            let mut errors = FieldErrors::default();
-            errors.add(field, message);
+        Err(error) => {
+            let (errors, status) = FieldErrors::from_api(error)?;
             render_list(&state, &session, &tenant, &errors, None, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -234,7 +205,7 @@ async fn render_one(
             (forms::error_summary(errors))
             form.stack method="post" action=(format!("/console/t/{tenant}/certificates/{id}")) novalidate {
                 (layout::csrf(session))
-                (field("certificate_pem", "Certificate chain (PEM)", "The certificate your CA issued for this CSR, then any intermediates.", errors, true))
+                (forms::text_input("certificate_pem", "Certificate chain (PEM)", "", "The certificate your CA issued for this CSR, then any intermediates.", errors, true))
                 div { button type="submit" { "Upload" } }
             }
         }
@@ -242,7 +213,11 @@ async fn render_one(
     };
     Ok((
         status,
-        layout::page("Client certificate", &context(session, tenant), body),
+        layout::page(
+            "Client certificate",
+            &Context::tenant(session, tenant, Section::Certificates),
+            body,
+        ),
     )
         .into_response())
 }
@@ -288,17 +263,10 @@ async fn upload(
         Ok(_) => Ok(see_other(&format!(
             "/console/t/{tenant}/certificates/{id}?done=uploaded"
         ))),
-        Err(ApiError {
-            field: Some(field),
-            message,
-            status,
-            ..
-        }) => {
-            let mut errors = FieldErrors::default();
-            errors.add(field, message);
+        Err(error) => {
+            let (errors, status) = FieldErrors::from_api(error)?;
             render_one(&state, &session, &tenant, &id, &errors, None, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::api::inproc::{self, UpdateEndpoint};
 use crate::console::forms::{self, FieldErrors};
 use crate::console::layout::{self, Context, Section};
 use crate::console::session::Session;
-use crate::console::{FormData, PageError, check_post, see_other, tenant_scope};
+use crate::console::{Done, FormData, PageError, check_post, see_other, tenant_scope};
 use crate::model::EndpointSpec;
 use crate::plugins::PluginStatus;
 
@@ -39,19 +39,6 @@ pub fn routes() -> Router<AppState> {
             "/console/t/{tenant}/endpoints/{endpoint}/test",
             axum::routing::post(super::messages::send_test_event),
         )
-}
-
-#[derive(serde::Deserialize)]
-pub(super) struct Done {
-    pub(super) done: Option<String>,
-}
-
-fn context<'a>(session: &'a Session, tenant: &'a str) -> Context<'a> {
-    Context {
-        session: Some(session),
-        tenant: Some(tenant),
-        section: Section::Endpoints,
-    }
 }
 
 /// The health cells of an endpoint answer (its `health` object, where the engine gives one).
@@ -125,7 +112,12 @@ async fn list(
             }
         }
     };
-    Ok(layout::page("Endpoints", &context(&session, &tenant), body).into_response())
+    Ok(layout::page(
+        "Endpoints",
+        &Context::tenant(&session, &tenant, Section::Endpoints),
+        body,
+    )
+    .into_response())
 }
 
 /// The plugins a step may use: shared ones and the tenant's own, live, of a step kind.
@@ -215,34 +207,6 @@ fn apply_op(op: &str, add_plugin: Option<&str>, endpoint: &mut Value) {
     }
 }
 
-fn field_error<'a>(errors: &'a FieldErrors, field: &str) -> Option<&'a str> {
-    errors.of(field).or_else(|| {
-        errors
-            .0
-            .iter()
-            .find(|(name, _)| {
-                name.strip_prefix(field)
-                    .is_some_and(|rest| rest.starts_with('['))
-            })
-            .map(|(_, message)| message.as_str())
-    })
-}
-
-fn text_field(name: &str, label: &str, value: &str, hint: &str, errors: &FieldErrors) -> Markup {
-    let id = forms::id_of(name);
-    let error = field_error(errors, name);
-    html! {
-        div.field.invalid[error.is_some()] {
-            label for=(id) { (label) }
-            input id=(id) type="text" name=(name) value=(value)
-                aria-describedby=(format!("{id}-hint{}", if error.is_some() { format!(" {id}-error") } else { String::new() }))
-                aria-invalid=[error.map(|_| "true")];
-            p.hint id=(format!("{id}-hint")) { (hint) }
-            @if let Some(error) = error { p.error id=(format!("{id}-error")) role="alert" { (error) } }
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn render_form(
     state: &AppState,
@@ -286,7 +250,6 @@ async fn render_form(
     } else {
         "New endpoint"
     };
-    let et_error = field_error(errors, "event_types");
     let body = html! {
         h1 { (title) }
         @if let Some(id) = endpoint_id { p.mono { (id) } }
@@ -295,15 +258,9 @@ async fn render_form(
             (layout::csrf(session))
             // The first submit button is what Enter in a text field presses: saving.
             button.skip type="submit" name="op" value="save" tabindex="-1" aria-hidden="true" { "Save" }
-            (text_field("url", "URL", endpoint["url"].as_str().unwrap_or(""), "Where deliveries are sent (http:// or https://).", errors))
-            div.field.invalid[et_error.is_some()] {
-                label for="f-event-types" { "Event types" }
-                textarea id="f-event-types" name="event_types" aria-describedby="f-event-types-hint"
-                    aria-invalid=[et_error.map(|_| "true")] { (event_types) }
-                p.hint id="f-event-types-hint" { "One per line: exact names (invoice.paid) or prefixes (invoice.*). Empty: every event." }
-                @if let Some(error) = et_error { p.error id="f-event-types-error" role="alert" { (error) } }
-            }
-            (text_field("description", "Description", endpoint["description"].as_str().unwrap_or(""), "For your own use.", errors))
+            (forms::text_input("url", "URL", endpoint["url"].as_str().unwrap_or(""), "Where deliveries are sent (http:// or https://).", errors, false))
+            (forms::text_input("event_types", "Event types", &event_types, "One per line: exact names (invoice.paid) or prefixes (invoice.*). Empty: every event.", errors, true))
+            (forms::text_input("description", "Description", endpoint["description"].as_str().unwrap_or(""), "For your own use.", errors, false))
             div.field {
                 label.checkbox for="f-enabled" {
                     input id="f-enabled" type="checkbox" name="enabled" value="true" checked[endpoint["enabled"].as_bool().unwrap_or(true)];
@@ -324,7 +281,7 @@ async fn render_form(
                     } @else {
                         p.error { "This plugin is not loaded: its settings cannot be shown." }
                     }
-                    @if let Some(error) = field_error(errors, &format!("steps[{i}].plugin")).or(errors.of(&format!("steps[{i}]"))) {
+                    @if let Some(error) = forms::error_at(errors, &format!("steps[{i}].plugin")).or(errors.of(&format!("steps[{i}]"))) {
                         p.error role="alert" { (error) }
                     }
                     (forms::render_object(&format!("steps[{i}].config"), &schema_of(state, tenant, plugin), &step["config"], errors))
@@ -369,7 +326,7 @@ async fn render_form(
                 p.hint id="f-tls-trusted-issuers-hint" { "The receiver's certificate must be issued by one of these (instead of the public roots)." }
                 @if let Some(error) = errors.of("tls.trusted_issuers") { p.error id="f-tls-trusted-issuers-error" role="alert" { (error) } }
             }
-            (text_field("max_concurrency", "Concurrency", &endpoint["max_concurrency"].as_u64().map(|n| n.to_string()).unwrap_or_default(), "Attempts in flight to this endpoint at most (empty: the engine's default).", errors))
+            (forms::text_input("max_concurrency", "Concurrency", &endpoint["max_concurrency"].as_u64().map(|n| n.to_string()).unwrap_or_default(), "Attempts in flight to this endpoint at most (empty: the engine's default).", errors, false))
             div.row {
                 button type="submit" name="op" value="save" id="save" { "Save endpoint" }
                 a.button.secondary href=(format!("/console/t/{tenant}/endpoints")) { "Cancel" }
@@ -391,7 +348,15 @@ async fn render_form(
             p { a href=(format!("/console/t/{tenant}/events?endpoint={id}")) { "Messages sent to this endpoint" } }
         }
     };
-    Ok((status, layout::page(title, &context(session, tenant), body)).into_response())
+    Ok((
+        status,
+        layout::page(
+            title,
+            &Context::tenant(session, tenant, Section::Endpoints),
+            body,
+        ),
+    )
+        .into_response())
 }
 
 async fn new_form(

@@ -11,13 +11,12 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::endpoints::Done;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiJson};
 use crate::api::inproc::{self, LogParams};
 use crate::console::layout::{self, Context, Section};
 use crate::console::session::Session;
-use crate::console::{FormData, PageError, check_post, see_other, tenant_scope};
+use crate::console::{Done, FormData, PageError, check_post, see_other, tenant_scope};
 use crate::store::{DeliveryHistory, LogPage};
 
 pub fn routes() -> Router<AppState> {
@@ -28,14 +27,6 @@ pub fn routes() -> Router<AppState> {
             "/console/t/{tenant}/events/{event}/deliveries/{delivery}/replay",
             post(replay),
         )
-}
-
-fn context<'a>(session: &'a Session, tenant: &'a str) -> Context<'a> {
-    Context {
-        session: Some(session),
-        tenant: Some(tenant),
-        section: Section::Messages,
-    }
 }
 
 /// A `datetime-local` control's value (`2026-01-31T12:00`, taken as UTC) as RFC 3339; other
@@ -189,7 +180,12 @@ async fn log(
             }
         }
     };
-    Ok(layout::page("Messages", &context(&session, &tenant), body).into_response())
+    Ok(layout::page(
+        "Messages",
+        &Context::tenant(&session, &tenant, Section::Messages),
+        body,
+    )
+    .into_response())
 }
 
 fn attempts_table(delivery: &DeliveryHistory) -> Markup {
@@ -282,7 +278,12 @@ async fn event(
         }
         p { a href=(format!("/console/t/{tenant}/events")) { "All messages" } }
     };
-    Ok(layout::page("Message", &context(&session, &tenant), body).into_response())
+    Ok(layout::page(
+        "Message",
+        &Context::tenant(&session, &tenant, Section::Messages),
+        body,
+    )
+    .into_response())
 }
 
 async fn replay(

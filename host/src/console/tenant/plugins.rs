@@ -32,11 +32,7 @@ async fn list(
 ) -> Result<Response, PageError> {
     tenant_scope(&state, &session, &tenant)?;
     let plugins = state.engine.registry.list(Some(&tenant));
-    let context = Context {
-        session: Some(&session),
-        tenant: Some(&tenant),
-        section: Section::TenantPlugins,
-    };
+    let context = Context::tenant(&session, &tenant, Section::TenantPlugins);
     let body = html! {
         h1 { "Plugins" }
         p { "Your own Wasm components, usable as steps of your endpoints as " code { "tenant:<name>" } ". Their configuration forms are generated from the schema they declare." }

@@ -74,11 +74,7 @@ fn verify(body: &str) -> anyhow::Result<josekit::jwt::JwtPayload> {{
     Ok(payload)
 }}"#
     );
-    let context = Context {
-        session: Some(&session),
-        tenant: Some(&tenant),
-        section: Section::Verify,
-    };
+    let context = Context::tenant(&session, &tenant, Section::Verify);
     let body = html! {
         h1 { "Verify webhooks" }
         p { "An endpoint with a " code { "jws" } " step receives the event as a signed JWT (" code { "content-type: application/jwt" } "). Verify it with the engine's public keys, published as a JWKS; keep fetching it (cache it briefly) so that rotated keys are picked up." }

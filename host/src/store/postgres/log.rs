@@ -1,9 +1,5 @@
-//! The message log: a page of a tenant's events (newest first, filtered, after a cursor) and
-//! one event's deliveries with their attempts.
-//!
-//! A page is one statement walking `events_log` (or `events_log_by_type` for a type filter)
-//! backwards from the cursor, the status and endpoint filters checked per event through the
-//! `deliveries_log` index, and stopping after `limit + 1` rows.
+//! The message log on PostgreSQL: the statements [`LogQuery::page_sql`] and
+//! [`crate::store::log::history_sql`] write.
 
 use tokio_postgres::types::ToSql;
 
@@ -11,69 +7,26 @@ use super::error::OrStore;
 use super::pool::Db;
 use super::reads;
 use crate::model::Attempt;
-use crate::store::log::take_attempts;
-use crate::store::{
-    DeliveryHistory, EventHistory, LogEvent, LogPage, LogQuery, MAX_LOG_LIMIT, StoreError,
-};
+use crate::store::log::{LogParam, history, history_sql};
+use crate::store::{EventHistory, LogEvent, LogPage, LogQuery, StoreError};
 
 /// A page of the log.
 pub(super) async fn log_events(db: &Db, query: &LogQuery) -> Result<LogPage, StoreError> {
-    let mut sql = String::from(
-        "SELECT e.id, e.type, e.created_at,
-           (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending'),
-           (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'delivered'),
-           (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'dead')
-         FROM events e WHERE e.tenant_id = $1",
-    );
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(query.tenant.clone())];
-    // Binds a value; returns its placeholder (`$N`).
-    let mut param = |value: Box<dyn ToSql + Sync + Send>| {
-        params.push(value);
-        format!("${}", params.len())
-    };
-    if let Some(event_type) = &query.event_type {
-        sql.push_str(&format!(
-            " AND e.type = {}",
-            param(Box::new(event_type.clone()))
-        ));
-    }
-    if let Some(after) = query.after {
-        sql.push_str(&format!(" AND e.created_at >= {}", param(Box::new(after))));
-    }
-    if let Some(before) = query.before {
-        sql.push_str(&format!(" AND e.created_at < {}", param(Box::new(before))));
-    }
-    if let Some(cursor) = &query.cursor {
-        let at = param(Box::new(cursor.created_at));
-        let id = param(Box::new(cursor.id.clone()));
-        sql.push_str(&format!(" AND (e.created_at, e.id) < ({at}, {id})"));
-    }
-    if query.status.is_some() || query.endpoint.is_some() {
-        sql.push_str(" AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id");
-        if let Some(status) = query.status {
-            sql.push_str(&format!(
-                " AND d.status = {}",
-                param(Box::new(status.as_str().to_string()))
-            ));
-        }
-        if let Some(endpoint) = &query.endpoint {
-            sql.push_str(&format!(
-                " AND d.endpoint_id = {}",
-                param(Box::new(endpoint.clone()))
-            ));
-        }
-        sql.push(')');
-    }
-    let limit = query.limit.clamp(1, MAX_LOG_LIMIT);
-    sql.push_str(&format!(
-        " ORDER BY e.created_at DESC, e.id DESC LIMIT {}",
-        param(Box::new(i64::from(limit) + 1))
-    ));
-    let client = db.get().await?;
+    let (sql, params) = query.page_sql(|n| format!("${n}"));
+    let params: Vec<Box<dyn ToSql + Sync + Send>> = params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                LogParam::Text(text) => Box::new(text),
+                LogParam::Int(n) => Box::new(n),
+            }
+        })
+        .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = params
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
+    let client = db.get().await?;
     let rows = client.query(sql.as_str(), &refs).await.db()?;
     let count = |row: &tokio_postgres::Row, i: usize| -> Result<u32, StoreError> {
         Ok(u32::try_from(row.try_get::<_, i64>(i).db()?).unwrap_or(u32::MAX))
@@ -91,7 +44,7 @@ pub(super) async fn log_events(db: &Db, query: &LogQuery) -> Result<LogPage, Sto
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(LogPage::cut(events, limit))
+    Ok(LogPage::cut(events, query.page_limit()))
 }
 
 /// One event with its deliveries and their attempts.
@@ -105,16 +58,12 @@ pub(super) async fn event_history(
     let client = db.get().await?;
     let rows = client
         .query(
-            "SELECT a.delivery_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.outcome,
-                    a.error, a.response_snippet
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-             WHERE d.event_id = $1 AND d.tenant_id = $2
-             ORDER BY a.delivery_id, a.attempt",
+            history_sql(|n| format!("${n}")).as_str(),
             &[&event, &tenant],
         )
         .await
         .db()?;
-    let mut attempts = rows
+    let attempts = rows
         .iter()
         .map(|row| {
             Ok((
@@ -134,17 +83,5 @@ pub(super) async fn event_history(
             ))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(EventHistory {
-        event: summary,
-        deliveries: deliveries
-            .into_iter()
-            .map(|delivery| {
-                let attempt_log = take_attempts(&mut attempts, &delivery.id);
-                DeliveryHistory {
-                    delivery,
-                    attempt_log,
-                }
-            })
-            .collect(),
-    })
+    Ok(history(summary, deliveries, attempts))
 }
