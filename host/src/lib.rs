@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod dispatch;
 pub mod engine;

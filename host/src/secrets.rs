@@ -74,6 +74,9 @@ pub enum SecretError {
 pub struct MasterKey {
     id: String,
     cipher: XChaCha20Poly1305,
+    /// Key for MACs of signed tokens (console portal links and sessions), derived from the
+    /// master key: every node that shares the master key accepts them.
+    mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -89,6 +92,11 @@ impl MasterKey {
         Self {
             id: hex::encode(&digest[..8]),
             cipher: XChaCha20Poly1305::new(bytes.into()),
+            mac_key: Sha256::new()
+                .chain_update(b"wasmhook/v1/token-mac-key\0")
+                .chain_update(bytes)
+                .finalize()
+                .into(),
         }
     }
 
@@ -137,6 +145,19 @@ impl Sealer {
     /// The current key's id.
     pub fn key_id(&self) -> &str {
         self.current.id()
+    }
+
+    /// The MAC key (for signed tokens) of the current master key, with that key's id.
+    pub fn mac_key(&self) -> (&str, &[u8; 32]) {
+        (&self.current.id, &self.current.mac_key)
+    }
+
+    /// The MAC key of the master key `id` (the current one or a previous one), if known.
+    pub fn mac_key_of(&self, id: &str) -> Option<&[u8; 32]> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+            .map(|k| &k.mac_key)
     }
 
     /// The ids of the previous keys that still unseal.

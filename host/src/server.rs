@@ -31,7 +31,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         source,
     })?;
     let engine = Engine::start(config).await?;
-    let router = crate::api::router(engine.clone());
+    let router = crate::api::router(engine.clone()).merge(crate::console::router(engine.clone()));
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let limits = crate::listener::ListenerLimits::from_config(&engine.config);
     let server_task = tokio::spawn(crate::listener::serve(

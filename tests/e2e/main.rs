@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod cluster;
+mod console;
 mod crash;
 mod delivery;
 mod event_types;

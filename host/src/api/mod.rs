@@ -11,8 +11,10 @@ pub mod error;
 mod event_types;
 mod events;
 mod keys;
+mod log;
 mod openapi;
 mod plugins;
+mod portal;
 mod recovery;
 mod rotation;
 mod staged_certificates;
@@ -32,6 +34,24 @@ use utoipa_axum::routes;
 pub use auth::{new_tenant_token, token_digest};
 
 use crate::engine::Engine;
+
+/// The handlers the console calls in-process (as the signed-in operator or tenant), so that it
+/// validates, refuses and answers exactly as the API does.
+pub(crate) mod inproc {
+    pub(crate) use super::auth::Caller;
+    pub(crate) use super::certificates::{
+        CreateCertificate, UploadCertificate, create_certificate, get_certificate,
+        list_certificates, upload_certificate,
+    };
+    pub(crate) use super::endpoints::{
+        UpdateEndpoint, create_endpoint, get_endpoint, list_endpoints, update_endpoint,
+    };
+    pub(crate) use super::events::{CreateEvent, create_event, retry_delivery};
+    pub(crate) use super::log::{LogParams, event_history, list_events};
+    pub(crate) use super::plugins::put_tenant_plugin;
+    pub(crate) use super::portal::{CreatePortalLink, base_url, portal_link};
+    pub(crate) use super::tenants::{CreateTenant, create_tenant, delete_tenant};
+}
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -82,6 +102,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
+        .routes(routes!(portal::create_portal_link))
         .routes(routes!(
             endpoints::create_endpoint,
             endpoints::list_endpoints
@@ -97,6 +118,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .routes(routes!(events::list_deliveries))
         .routes(routes!(events::list_attempts))
         .routes(routes!(events::retry_delivery))
+        .routes(routes!(log::list_events))
+        .routes(routes!(log::event_history))
         .routes(routes!(plugins::list_plugins))
         .routes(routes!(plugins::list_tenant_plugins))
         .routes(routes!(

@@ -26,6 +26,7 @@ mod catalog;
 mod directory;
 mod error;
 mod location;
+mod log;
 pub mod postgres;
 pub mod sqlite;
 mod staged;
@@ -37,6 +38,9 @@ pub use catalog::{RecoverBatch, RecoverRequest, StoredCatalog, StoredEventType};
 pub use directory::Directory;
 pub use error::StoreError;
 pub use location::{StoreLocation, redact_url};
+pub use log::{
+    DeliveryHistory, EventHistory, LogCursor, LogEvent, LogPage, LogQuery, MAX_LOG_LIMIT,
+};
 pub use staged::StoredStagedCertificate;
 pub use types::*;
 
@@ -307,6 +311,15 @@ pub trait Backend: Send + Sync + 'static {
         id: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
+
+    // ---- Message log -------------------------------------------------------------------------
+
+    /// A page of a tenant's events, newest first, filtered as `query` says (see [`LogQuery`]);
+    /// one indexed query, whatever the number of events the tenant has.
+    async fn log_events(&self, query: &LogQuery) -> Result<LogPage, StoreError>;
+
+    /// One event of a tenant with every delivery and each delivery's attempts.
+    async fn event_history(&self, tenant: &str, event: &str) -> Result<EventHistory, StoreError>;
 }
 
 /// Waits for the next notice of kind `wanted` (a missed burst counts as one); never returns when

@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod cluster;
+pub mod console;
 pub mod e2e;
 pub mod ingest;
 pub mod memory;

@@ -22,6 +22,7 @@ mod error;
 mod ingest;
 mod keys;
 mod listen;
+mod log;
 mod plugins;
 mod pool;
 mod queue;
@@ -40,6 +41,7 @@ use super::{
     StoreError, StoredCatalog, StoredClientCertificate, StoredEventType, StoredPlugin,
     StoredPluginInfo, StoredSigningKey, StoredStagedCertificate, WriteStats, redact_url,
 };
+use super::{EventHistory, LogPage, LogQuery};
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
 /// The PostgreSQL backend: a pool, the two write batchers and the listening connection.
@@ -395,5 +397,13 @@ impl Backend for PostgresBackend {
         now: i64,
     ) -> Result<bool, StoreError> {
         staged::promote(&self.db, tenant, id, now).await
+    }
+
+    async fn log_events(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
+        log::log_events(&self.db, query).await
+    }
+
+    async fn event_history(&self, tenant: &str, event: &str) -> Result<EventHistory, StoreError> {
+        log::event_history(&self.db, tenant, event).await
     }
 }

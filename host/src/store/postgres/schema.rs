@@ -164,6 +164,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at      BIGINT NOT NULL
     );
     "#,
+    // 4: the message log's indexes: a tenant's events newest first (all, or of one
+    // type), and an event's deliveries by state and endpoint (covering the log's filters and
+    // counts).
+    r#"
+    CREATE INDEX events_log ON events(tenant_id, created_at DESC, id DESC);
+    CREATE INDEX events_log_by_type ON events(tenant_id, type, created_at DESC, id DESC);
+    CREATE INDEX deliveries_log ON deliveries(event_id, status, endpoint_id);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -24,6 +24,7 @@ mod deliveries;
 mod directory;
 mod files;
 mod keys;
+mod log;
 mod plugins;
 mod reads;
 mod schema;
@@ -44,6 +45,7 @@ use super::{
     StoredCatalog, StoredClientCertificate, StoredEventType, StoredPlugin, StoredPluginInfo,
     StoredSigningKey, StoredStagedCertificate, WriteStats,
 };
+use super::{EventHistory, LogPage, LogQuery};
 use crate::config::Synchronous;
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
@@ -479,6 +481,17 @@ impl Backend for SqliteBackend {
     ) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.write(move |conn| staged::promote(conn, &tenant, &id, now))
+            .await
+    }
+
+    async fn log_events(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| log::log_events(conn, &query)).await
+    }
+
+    async fn event_history(&self, tenant: &str, event: &str) -> Result<EventHistory, StoreError> {
+        let (tenant, event) = (tenant.to_string(), event.to_string());
+        self.read(move |conn| log::event_history(conn, &tenant, &event))
             .await
     }
 }

@@ -144,6 +144,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at      INTEGER NOT NULL
     );
     "#,
+    // 4: the message log's indexes: a tenant's events newest first (all, or of one
+    // type), and an event's deliveries by state and endpoint (covering the log's filters and
+    // counts).
+    r#"
+    CREATE INDEX events_log ON events(tenant_id, created_at, id);
+    CREATE INDEX events_log_by_type ON events(tenant_id, type, created_at, id);
+    CREATE INDEX deliveries_log ON deliveries(event_id, status, endpoint_id);
+    "#,
 ];
 
 /// Applies the migrations `conn` has not seen yet.
