@@ -141,9 +141,20 @@ impl Browser {
         self.find(css).await.click().await.unwrap();
     }
 
-    /// The text of `css`.
+    /// The text of `css` (found again when the page was replaced between finding and reading,
+    /// as during a navigation or a refresh).
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("reading the text of {css}: {e}"),
+            }
+        }
     }
 
     /// The page's HTML.
