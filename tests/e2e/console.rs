@@ -374,6 +374,7 @@ async fn a_portal_link_reaches_only_its_tenant_and_expires() {
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(minted.elapsed())).await;
     browser.open("/console/t/acme/endpoints").await;
     browser.click("form[action='/console/logout'] button").await;
+    browser.wait_for_path("/console/login").await;
     browser.open(&link).await;
     assert_eq!(browser.text("main h1").await, "401 Unauthorized");
     assert!(browser.text("main").await.contains("expired"));

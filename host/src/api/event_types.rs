@@ -44,7 +44,7 @@ pub struct CreateEventType {
     /// reference outside itself; patterns in the linear-time `regex` dialect (no look-around
     /// or back-references). Ingest answers 422 naming the JSON pointer of the first violation.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub schema: Option<serde_json::Value>,
     /// Kept for existing producers and subscribers; new integrations should not use it.
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct UpdateEventType {
     pub description: Option<String>,
     /// New schema; `null` removes it (any data is then accepted).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub schema: Option<Option<serde_json::Value>>,
     /// New deprecated flag.
     #[serde(default)]
