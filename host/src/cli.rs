@@ -29,6 +29,21 @@ pub enum Command {
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Delete what is past its retention window (`retention.*`) now, or with `--dry-run` only
+    /// count it; prints the counts as JSON. Takes the same flags as `serve` (on SQLite the
+    /// engine must not be running: it holds the data directory).
+    Prune(PruneArgs),
+}
+
+/// Flags of `prune`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PruneArgs {
+    /// Count what would go; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the store is, and the retention settings (as for `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Plugin tools.
@@ -137,6 +152,38 @@ impl ServeArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// `wasmhook prune [--dry-run]`: opens the store the configuration names (without starting the
+/// engine: nothing is delivered) and prunes it as the retention job does.
+pub async fn prune(args: PruneArgs) -> Result<(), String> {
+    let config = args.serve.into_config().map_err(|e| e.to_string())?;
+    let sealer = crate::secrets::load_sealer(
+        &crate::secrets::MasterKeySource {
+            key: config.secrets.master_key.clone(),
+            previous: config.secrets.previous_master_keys.clone(),
+        },
+        &config.data_dir,
+    )
+    .map_err(|e| e.to_string())?;
+    let store = crate::store::Store::open(&crate::store::OpenOptions {
+        sealer,
+        location: config.store_location().map_err(|e| e.to_string())?,
+        data_dir: config.data_dir.clone(),
+        max_batch: config.store.max_batch,
+        synchronous: config.store.synchronous,
+        pool_size: config.store.pool_size,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let counts = crate::engine::prune(&store, &config.retention, args.dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.flush().await.map_err(|e| e.to_string())?;
+    let mut report = serde_json::to_value(counts).map_err(|e| e.to_string())?;
+    report["dry_run"] = serde_json::Value::Bool(args.dry_run);
+    println!("{report}");
+    Ok(())
 }
 
 /// `wasmhook plugin check FILE`: loads the component under the engine's default limits, then

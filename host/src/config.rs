@@ -11,6 +11,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod lifecycle;
+
+pub use lifecycle::{JobsConfig, OperationsConfig, RetentionConfig, TenantRetention};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +72,12 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Secrets at rest.
     pub secrets: SecretsConfig,
+    /// What is kept, and for how long.
+    pub retention: RetentionConfig,
+    /// The periodic jobs (one node at a time in a cluster).
+    pub jobs: JobsConfig,
+    /// Operational webhooks.
+    pub operations: OperationsConfig,
 }
 
 /// Secrets at rest: the master key that seals step secrets and private keys in the store.
@@ -113,6 +123,13 @@ pub struct DeliveryConfig {
     /// How long shutdown waits for attempts in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// An endpoint whose attempts have all failed for this long (at least
+    /// `disable_min_attempts` in a row) is disabled automatically; its new deliveries are held
+    /// until it is enabled again. Zero turns automatic disabling off.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// Failed attempts in a row an endpoint needs before it can be disabled automatically.
+    pub disable_min_attempts: u32,
 }
 
 /// Outbound HTTP policy.
@@ -265,6 +282,9 @@ impl Default for Config {
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
             secrets: SecretsConfig::default(),
+            retention: RetentionConfig::default(),
+            jobs: JobsConfig::default(),
+            operations: OperationsConfig::default(),
         }
     }
 }
@@ -291,6 +311,8 @@ impl Default for DeliveryConfig {
             max_response_bytes: 64 * 1024,
             response_snippet_bytes: 1024,
             shutdown_grace: Duration::from_secs(10),
+            disable_after: h(5 * 24),
+            disable_min_attempts: 10,
         }
     }
 }
@@ -468,6 +490,24 @@ impl Config {
                 reason: e.to_string(),
             });
         }
+        if self.retention.batch_size == 0 || self.retention.batch_size > 100_000 {
+            return invalid("retention.batch_size", "must be between 1 and 100000");
+        }
+        if self.jobs.interval < Duration::from_millis(100) {
+            return invalid("jobs.interval", "must be at least 100ms");
+        }
+        if self.jobs.lease_ttl <= self.jobs.interval {
+            return invalid(
+                "jobs.lease_ttl",
+                "must be longer than jobs.interval (each run renews the lease)",
+            );
+        }
+        if self.operations.dead_summary_interval < Duration::from_millis(100) {
+            return invalid("operations.dead_summary_interval", "must be at least 100ms");
+        }
+        if self.operations.token_failures == 0 {
+            return invalid("operations.token_failures", "must be at least 1");
+        }
         if let Some(token) = &self.admin_token
             && token.len() < 16
         {
@@ -489,7 +529,7 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// `humantime_serde` for a `Vec<Duration>`.
-mod humantime_serde_vec {
+pub(crate) mod humantime_serde_vec {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};

@@ -26,6 +26,7 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod token_failures;
 
 /// Wasm components built from this repository by the build script.
 pub mod guests {

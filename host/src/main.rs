@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Plugin(PluginCommand::Check { file }) => {
                 wasmhook::cli::check_plugin(&file).await
             }
+            Command::Prune(args) => wasmhook::cli::prune(args).await,
         }
     });
     match result {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub plugin_calls: Family<InstanceLabel, Counter>,
     /// Idle warm plugin instances.
     pub plugin_idle_instances: Gauge,
+    /// Runs of the periodic jobs on this node (it held their lease).
+    pub jobs_run: Counter,
 }
 
 impl Default for Metrics {
@@ -104,6 +106,12 @@ impl Metrics {
             "Bytes of event bodies held with claimed deliveries (at most store.max_held_body_mib)",
             held_body_bytes.clone(),
         );
+        let jobs_run = Counter::default();
+        registry.register(
+            "jobs_runs",
+            "Runs of the periodic jobs (retention, auto-disable, certificate warnings) on this node",
+            jobs_run.clone(),
+        );
         let token_fetches = Counter::default();
         registry.register(
             "token_fetches",
@@ -135,6 +143,7 @@ impl Metrics {
             token_fetches,
             plugin_calls,
             plugin_idle_instances,
+            jobs_run,
         }
     }
 

@@ -57,7 +57,8 @@ pub struct EndpointSpec {
     /// Mutual TLS: the client certificate we present and the issuers we trust for the receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
-    /// Disabled endpoints get no new deliveries.
+    /// A disabled endpoint is not attempted: its deliveries are held (not lost) until it is
+    /// enabled again, then sent in order of creation.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Attempts in flight to this endpoint at most (default: the engine's
@@ -67,6 +68,10 @@ pub struct EndpointSpec {
     /// Free text for the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Also receives the tenant's system events (operational webhooks: `endpoint.disabled`,
+    /// `delivery.dead`, ...; see the README), whatever its `event_types`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system_events: bool,
 }
 
 fn yes() -> bool {
@@ -128,9 +133,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// True when an event of `event_type` goes to this endpoint.
+    /// True when an event of `event_type` goes to this endpoint (attempted when the endpoint
+    /// is enabled, held while it is disabled).
     pub fn subscribes_to(&self, event_type: &str) -> bool {
-        self.spec.enabled && matches_event_types(&self.spec.event_types, event_type)
+        matches_event_types(&self.spec.event_types, event_type)
     }
 }
 
@@ -160,6 +166,8 @@ pub enum DeliveryStatus {
     Delivered,
     /// The retry schedule ran out (or the endpoint is gone); can be replayed.
     Dead,
+    /// Its endpoint is disabled: not attempted until the endpoint is enabled again.
+    Held,
 }
 
 impl DeliveryStatus {
@@ -169,6 +177,7 @@ impl DeliveryStatus {
             Self::Pending => "pending",
             Self::Delivered => "delivered",
             Self::Dead => "dead",
+            Self::Held => "held",
         }
     }
 
@@ -178,6 +187,7 @@ impl DeliveryStatus {
             "pending" => Some(Self::Pending),
             "delivered" => Some(Self::Delivered),
             "dead" => Some(Self::Dead),
+            "held" => Some(Self::Held),
             _ => None,
         }
     }

@@ -107,6 +107,7 @@ pub struct Pipeline {
     keys: Arc<KeyManager>,
     http: Arc<HttpClient>,
     tokens: TokenCache,
+    token_failures: crate::token_failures::TokenFailures,
 }
 
 /// What a pipeline run produced.
@@ -124,13 +125,20 @@ impl Pipeline {
         keys: Arc<KeyManager>,
         http: Arc<HttpClient>,
         tokens: TokenCache,
+        token_failures: crate::token_failures::TokenFailures,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry,
             keys,
             http,
             tokens,
+            token_failures,
         })
+    }
+
+    /// Failure streaks of token routes.
+    pub fn token_failures(&self) -> &crate::token_failures::TokenFailures {
+        &self.token_failures
     }
 
     /// The plugin registry.
@@ -319,10 +327,21 @@ impl Pipeline {
             pipeline: self.clone(),
             tokens_used: Default::default(),
         });
-        let token = plugin
+        let token = match plugin
             .fetch_token(ctx, config, host as Arc<dyn HostServices>)
             .await
-            .map_err(|e| format!("token provider `{provider}`: {e}"))?;
+        {
+            Ok(token) => {
+                self.token_failures.succeeded(&ctx.endpoint, provider);
+                token
+            }
+            Err(e) => {
+                let error = format!("token provider `{provider}`: {e}");
+                self.token_failures
+                    .failed(&ctx.tenant, &ctx.endpoint, provider, &error);
+                return Err(error);
+            }
+        };
         self.tokens
             .fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -44,8 +44,8 @@ async fn event_fans_out_to_exactly_the_subscribed_endpoints_with_envelope_and_he
         .await;
     assert_eq!(status, 202, "{accepted}");
     assert_eq!(
-        accepted["deliveries"], 2,
-        "invoice.* and the catch-all endpoint: {accepted}"
+        accepted["deliveries"], 3,
+        "invoice.*, the catch-all endpoint, and the disabled catch-all (held): {accepted}"
     );
     let event_id = accepted["id"].as_str().unwrap().to_string();
 
@@ -54,9 +54,15 @@ async fn event_fans_out_to_exactly_the_subscribed_endpoints_with_envelope_and_he
     let deliveries = engine
         .settled(&acme, &event_id, Duration::from_secs(10))
         .await;
-    assert_eq!(deliveries.len(), 2);
-    assert!(
-        deliveries.iter().all(|d| d["status"] == "delivered"),
+    assert_eq!(deliveries.len(), 3);
+    let mut statuses: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        ["delivered", "delivered", "held"],
         "{deliveries:?}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -70,7 +76,7 @@ async fn event_fans_out_to_exactly_the_subscribed_endpoints_with_envelope_and_he
     );
     assert!(
         disabled.received().is_empty(),
-        "a disabled endpoint gets nothing"
+        "a disabled endpoint gets nothing (its delivery is held)"
     );
 
     let request = &got[0];

@@ -12,6 +12,7 @@ mod event_types;
 mod hardening_input;
 mod hardening_net;
 mod methods;
+mod operations;
 mod plugin_registry;
 mod plugin_runtime;
 mod plugins;

@@ -181,6 +181,7 @@ async fn recovery_batches_are_bounded_and_move_each_delivery_once() {
         created_at,
         body: Arc::from(&b"{}"[..]),
         endpoint_ids: vec![a.clone(), b.clone()],
+        held_endpoint_ids: Vec::new(),
     };
     let mut events: Vec<NewEvent> = (0..7).map(|n| event(n, now)).collect();
     events.push(event(7, now - 3600));

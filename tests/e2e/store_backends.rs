@@ -136,6 +136,7 @@ impl Node {
                 created_at: 1,
                 body: Arc::from(&b"{\"hello\":1}"[..]),
                 endpoint_ids: (0..n).map(|i| format!("ep_{i}")).collect(),
+                held_endpoint_ids: Vec::new(),
             })
             .collect();
         IngestRequest {
@@ -259,6 +260,7 @@ fn endpoint(id: &str) -> Endpoint {
             enabled: true,
             max_concurrency: None,
             description: None,
+            system_events: false,
         },
         created_at: 1,
         updated_at: 1,

@@ -28,6 +28,8 @@ pub struct EngineOptions {
     pub store: Option<String>,
     /// `--retry-schedule` (default: the engine's).
     pub retry_schedule: Option<String>,
+    /// TOML appended to the bench's config file (whole tables, e.g. `[retention]`).
+    pub extra_config: String,
 }
 
 impl EngineOptions {
@@ -37,6 +39,7 @@ impl EngineOptions {
             plugin_files: vec![],
             store: None,
             retry_schedule: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -216,8 +219,9 @@ impl EngineProc {
             format!(
                 "[delivery]\nmax_in_flight = 512\nendpoint_concurrency = {CONCURRENCY}\n\n\
                  [plugins]\nrequire_auth_and_security = false\ncache_dir = {cache:?}\n\n\
-                 [store]\nsynchronous = \"FULL\"\n",
-                cache = settings.cache_dir.display().to_string()
+                 [store]\nsynchronous = \"FULL\"\n\n{extra}",
+                cache = settings.cache_dir.display().to_string(),
+                extra = options.extra_config
             ),
         )?;
         let logs = settings.out_dir.join("logs");

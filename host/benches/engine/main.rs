@@ -25,6 +25,8 @@
 //!    200 endpoints;
 //!
 //! - console: page loads of the web console's message log for a tenant with 10,000 events;
+//! - soak: ingest at 5,000/s while delivering, without and with the retention pruner (ingest
+//!   p99 with over without; the database's size reaches a plateau with it);
 //!
 //! - micro (last: its fsync storm must not disturb the end-to-end runs): the store's group commit
 //!   (`max_batch` 1 and 1024, synchronous=FULL, concurrent `ingest`) and the per-call cost of a
@@ -32,7 +34,7 @@
 //!   the same header insertion.
 //!
 //! Environment: `WASMHOOK_BENCH_EVENTS` (default 50000), `WASMHOOK_BENCH_QUICK=1` (about 10x
-//! smaller), `WASMHOOK_BENCH_ONLY=micro,baseline,e2e,steps,ingest,swap,scale,cluster,memory,console` (a
+//! smaller), `WASMHOOK_BENCH_ONLY=micro,baseline,e2e,steps,ingest,swap,scale,cluster,memory,console,soak` (a
 //! subset, for profiling), `WASMHOOK_BENCH_STEPS=api-key,jws,jws+jwe` (a subset of run 3),
 //! `WASMHOOK_BENCH_KEEP=1` (keep the engines' data directories),
 //! `WASMHOOK_BENCH_ENGINE_WRAPPER="perf record -g -o f --"` (run the engine under a profiler).
@@ -127,6 +129,7 @@ async fn run() -> anyhow::Result<()> {
     runs::cluster::section(&mut bench).await?;
     runs::memory::section(&mut bench).await?;
     runs::console::section(&mut bench).await?;
+    runs::soak::section(&mut bench).await?;
     // Last: its fsync storm must not disturb the end-to-end runs.
     runs::micro::section(&mut bench).await?;
 

@@ -49,15 +49,85 @@ pub struct UpdateEndpoint {
     pub max_concurrency: Option<u32>,
     /// New description.
     pub description: Option<String>,
+    /// Receive the tenant's system events, or stop.
+    pub system_events: Option<bool>,
 }
 
 /// An endpoint as the API shows it: the secret fields of its steps (those their plugins' config
 /// schemas mark `writeOnly` / `x-secret`) read [`REDACTED`], and the password of a URL (the
 /// endpoint's, or any URL string of a step config) reads [`REDACTED_URL_PASSWORD`].
+///
+/// The fields are spelled out (not `Endpoint` flattened) so the published schema is exactly what
+/// an answer holds: `EndpointSpec` refuses unknown fields, and an `allOf` with it would too.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointView {
-    #[serde(flatten)]
-    endpoint: Endpoint,
+    /// `ep_…`.
+    pub id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// Absolute `http` or `https` URL of the receiver (its password, if any, redacted).
+    pub url: String,
+    /// Event types delivered here: exact names or `prefix.*` patterns; empty means every event.
+    pub event_types: Vec<String>,
+    /// Plugin steps run in order on each outgoing request (secret fields redacted).
+    pub steps: Vec<StepSpec>,
+    /// Mutual TLS settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+    /// Disabled endpoints get no new deliveries.
+    pub enabled: bool,
+    /// Attempts in flight to this endpoint at most, across the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Free text for the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Also receives the tenant's system events.
+    pub system_events: bool,
+    /// How its attempts went (absent when the engine has no record of any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::store::EndpointHealth>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl From<Endpoint> for EndpointView {
+    fn from(endpoint: Endpoint) -> Self {
+        let Endpoint {
+            id,
+            tenant_id,
+            spec,
+            created_at,
+            updated_at,
+        } = endpoint;
+        let EndpointSpec {
+            url,
+            event_types,
+            steps,
+            tls,
+            enabled,
+            max_concurrency,
+            description,
+            system_events,
+        } = spec;
+        EndpointView {
+            id,
+            tenant_id,
+            url,
+            event_types,
+            steps,
+            tls,
+            enabled,
+            max_concurrency,
+            description,
+            system_events,
+            health: None,
+            created_at,
+            updated_at,
+        }
+    }
 }
 
 /// The endpoint as answers show it (secrets redacted).
@@ -75,9 +145,7 @@ pub(super) fn view(state: &AppState, endpoint: &Endpoint) -> EndpointView {
                 .is_ok()
         })
         .collect();
-    EndpointView {
-        endpoint: redacted(endpoint, &paths, &loaded),
-    }
+    redacted(endpoint, &paths, &loaded).into()
 }
 
 // ---- secrets in answers and updates -------------------------------------------------------------
@@ -516,7 +584,7 @@ async fn validate(state: &AppState, tenant: &str, spec: &EndpointSpec) -> Result
 /// Creates an endpoint.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints", tag = "endpoints", params(("tenant" = String, Path)),
     request_body = EndpointSpec,
-    responses((status = 201, body = Endpoint), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = EndpointView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     caller: Caller,
@@ -542,7 +610,7 @@ pub async fn create_endpoint(
 
 /// Lists the tenant's endpoints.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/endpoints", tag = "endpoints", params(("tenant" = String, Path)),
-    responses((status = 200, body = Vec<Endpoint>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<EndpointView>), (status = 404, body = ErrorBody)))]
 pub async fn list_endpoints(
     State(state): State<AppState>,
     caller: Caller,
@@ -550,7 +618,31 @@ pub async fn list_endpoints(
 ) -> Result<ApiJson<Vec<EndpointView>>, ApiError> {
     caller.tenant(&state, &tenant)?;
     let endpoints = state.engine.store.directory().endpoints_of(&tenant);
-    Ok(ApiJson(endpoints.iter().map(|e| view(&state, e)).collect()))
+    let views = endpoints.iter().map(|e| view(&state, e)).collect();
+    Ok(ApiJson(with_health(&state, views).await))
+}
+
+/// The views with their endpoints' health (left out, with a warning, when the store cannot
+/// read it: the endpoints still list).
+async fn with_health(state: &AppState, mut views: Vec<EndpointView>) -> Vec<EndpointView> {
+    let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
+    match state.engine.endpoint_health(&ids).await {
+        Ok(mut health) => {
+            for view in &mut views {
+                view.health = health.remove(&view.id);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read endpoint health"),
+    }
+    views
+}
+
+async fn view_with_health(state: &AppState, endpoint: &Endpoint) -> EndpointView {
+    let views = with_health(state, vec![view(state, endpoint)]).await;
+    views
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| view(state, endpoint))
 }
 
 fn find(state: &AppState, tenant: &str, id: &str) -> Result<std::sync::Arc<Endpoint>, ApiError> {
@@ -566,20 +658,56 @@ fn find(state: &AppState, tenant: &str, id: &str) -> Result<std::sync::Arc<Endpo
 /// One endpoint.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/endpoints/{endpoint}", tag = "endpoints",
     params(("tenant" = String, Path), ("endpoint" = String, Path)),
-    responses((status = 200, body = Endpoint), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
 pub async fn get_endpoint(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<ApiJson<EndpointView>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    Ok(ApiJson(view(&state, find(&state, &tenant, &id)?.as_ref())))
+    let endpoint = find(&state, &tenant, &id)?;
+    Ok(ApiJson(view_with_health(&state, &endpoint).await))
+}
+
+/// Disables an endpoint: nothing is attempted; its deliveries are held (not lost) until it is
+/// enabled again. The tenant's system endpoints get `endpoint.disabled`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{endpoint}/disable", tag = "endpoints",
+    params(("tenant" = String, Path), ("endpoint" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+pub async fn disable_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<ApiJson<EndpointView>, ApiError> {
+    caller.tenant(&state, &tenant)?;
+    find(&state, &tenant, &id)?;
+    let endpoint = state
+        .engine
+        .disable_endpoint(&tenant, &id, crate::engine::DisableReason::Manual)
+        .await?;
+    Ok(ApiJson(view_with_health(&state, &endpoint).await))
+}
+
+/// Enables an endpoint: its held deliveries are sent in order of creation, its failure streak
+/// is forgotten, and the tenant's system endpoints get `endpoint.enabled`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{endpoint}/enable", tag = "endpoints",
+    params(("tenant" = String, Path), ("endpoint" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+pub async fn enable_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<ApiJson<EndpointView>, ApiError> {
+    caller.tenant(&state, &tenant)?;
+    find(&state, &tenant, &id)?;
+    let (endpoint, _resumed) = state.engine.enable_endpoint(&tenant, &id).await?;
+    Ok(ApiJson(view_with_health(&state, &endpoint).await))
 }
 
 /// Changes an endpoint; the result is validated like a new one.
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}/endpoints/{endpoint}", tag = "endpoints",
     params(("tenant" = String, Path), ("endpoint" = String, Path)), request_body = UpdateEndpoint,
-    responses((status = 200, body = Endpoint), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_endpoint(
     State(state): State<AppState>,
     caller: Caller,
@@ -611,6 +739,9 @@ pub async fn update_endpoint(
     if let Some(description) = patch.description {
         spec.description = Some(description);
     }
+    if let Some(system_events) = patch.system_events {
+        spec.system_events = system_events;
+    }
     let mut endpoint = Endpoint {
         spec,
         updated_at: now_unix().max(current.updated_at + 1),
@@ -621,10 +752,19 @@ pub async fn update_endpoint(
     restore_secrets(Some(&current), &mut endpoint, &paths)?;
     validate(&state, &tenant, &endpoint.spec).await?;
     let stored = state.engine.put_endpoint(endpoint).await?;
-    Ok(ApiJson(view(&state, &stored)))
+    state
+        .engine
+        .endpoint_state_changed(
+            &current,
+            &stored,
+            crate::engine::DisableReason::Manual,
+            None,
+        )
+        .await;
+    Ok(ApiJson(view_with_health(&state, &stored).await))
 }
 
-/// Deletes an endpoint; its pending deliveries become dead.
+/// Deletes an endpoint; its pending and held deliveries become dead.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/endpoints/{endpoint}", tag = "endpoints",
     params(("tenant" = String, Path), ("endpoint" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]

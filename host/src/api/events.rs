@@ -207,7 +207,7 @@ fn prepare(
     let body: Arc<[u8]> = serde_json::to_vec(&envelope)
         .map_err(|e| ApiError::internal("encoding the envelope", e))?
         .into();
-    let endpoint_ids = state
+    let subscribers = state
         .engine
         .store
         .directory()
@@ -217,7 +217,8 @@ fn prepare(
         event_type: event.event_type,
         created_at,
         body,
-        endpoint_ids,
+        endpoint_ids: subscribers.attempted,
+        held_endpoint_ids: subscribers.held,
     })
 }
 
@@ -249,7 +250,7 @@ pub async fn create_event(
     let event = prepare(&state, &tenant, &catalog, event, "")?;
     let response = serde_json::to_value(EventAccepted {
         id: event.id.clone(),
-        deliveries: event.endpoint_ids.len(),
+        deliveries: event.deliveries(),
     })
     .map_err(|e| ApiError::internal("encoding the answer", e))?;
     let answer = ingest(&state, &tenant, vec![event], key, response).await?;
@@ -288,7 +289,7 @@ pub async fn create_events_batch(
             .iter()
             .map(|e| EventAccepted {
                 id: e.id.clone(),
-                deliveries: e.endpoint_ids.len(),
+                deliveries: e.deliveries(),
             })
             .collect(),
     };

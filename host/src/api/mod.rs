@@ -112,6 +112,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
             endpoints::update_endpoint,
             endpoints::delete_endpoint
         ))
+        .routes(routes!(endpoints::disable_endpoint))
+        .routes(routes!(endpoints::enable_endpoint))
         .routes(routes!(events::create_event))
         .routes(routes!(events::create_events_batch))
         .routes(routes!(events::get_event))

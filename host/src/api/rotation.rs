@@ -45,7 +45,7 @@ impl std::fmt::Debug for RotateSecret {
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{endpoint}/steps/{step}/rotate-secret", tag = "endpoints",
     params(("tenant" = String, Path), ("endpoint" = String, Path), ("step" = usize, Path, description = "Index of the step (0-based)")),
     request_body = RotateSecret,
-    responses((status = 200, body = crate::model::Endpoint), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,

@@ -26,7 +26,7 @@ impl Dispatcher {
     pub(super) async fn deliver(self: &Arc<Self>, job: Job, endpoint: Option<Arc<Endpoint>>) {
         let endpoint = match endpoint {
             Some(e) if e.spec.enabled => e,
-            Some(_) => return self.dead_without_attempt(job, "endpoint is disabled").await,
+            Some(_) => return self.hold(job).await,
             None => return self.dead_without_attempt(job, "endpoint was deleted").await,
         };
         // An endpoint's `max_concurrency` holds across the cluster: on a shared store the
@@ -89,9 +89,25 @@ impl Dispatcher {
         };
         let outcome = match new_status {
             DeliveryStatus::Delivered => "success",
-            DeliveryStatus::Pending => "failure",
+            DeliveryStatus::Pending | DeliveryStatus::Held => "failure",
             DeliveryStatus::Dead => "dead",
         };
+        self.health
+            .record(&delivery.tenant_id, &endpoint.id, started_ms, success);
+        if new_status == DeliveryStatus::Dead {
+            self.report_dead(super::DeadDelivery {
+                tenant_id: delivery.tenant_id.clone(),
+                endpoint_id: endpoint.id.clone(),
+                delivery_id: delivery.delivery_id.clone(),
+                event_id: delivery.event_id.clone(),
+                event_type: delivery.event_type.clone(),
+                error: result.error.clone().or_else(|| {
+                    result
+                        .status_code
+                        .map(|code| format!("the receiver answered {code}"))
+                }),
+            });
+        }
         self.metrics.attempt(outcome, latency.as_secs_f64());
         if let Some(error) = &result.error {
             tracing::debug!(delivery = %delivery.delivery_id, attempt, %error, "attempt failed");
@@ -133,6 +149,14 @@ impl Dispatcher {
             }
             _ => self.let_go(),
         }
+    }
+
+    /// The endpoint is disabled: the delivery waits in the store, held, until it is enabled.
+    async fn hold(&self, job: Job) {
+        if let Err(e) = self.store.hold_delivery(&job.delivery.delivery_id).await {
+            tracing::error!(error = %e, "could not hold a delivery; it stays pending under this node's lease until the lease lapses");
+        }
+        self.let_go();
     }
 
     async fn dead_without_attempt(&self, job: Job, reason: &str) {

@@ -21,6 +21,7 @@
 
 mod attempt;
 mod bodies;
+mod health;
 mod leases;
 mod probe;
 mod retry;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use bodies::{BodyCache, HeldBodies};
+pub use health::{HEALTH_FLUSH, HealthTracker};
 pub use probe::ProbeResult;
 pub use retry::RetryPolicy;
 
@@ -152,6 +154,27 @@ pub struct Dispatcher {
     stopping: AtomicBool,
     stop: Notify,
     user_agent: String,
+    /// Endpoint health seen since the last report to the store.
+    health: HealthTracker,
+    /// Where dead deliveries are reported (the engine's operational webhooks), once set.
+    dead_sink: std::sync::OnceLock<tokio::sync::mpsc::Sender<DeadDelivery>>,
+}
+
+/// A delivery that just died (its retries ran out), for the operational webhooks.
+#[derive(Debug, Clone)]
+pub struct DeadDelivery {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its event.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
 }
 
 /// An attempt's hold on the global limit and its endpoint's slot; released on drop.
@@ -202,7 +225,23 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
             user_agent: format!("wasmhook/{}", env!("CARGO_PKG_VERSION")),
+            health: HealthTracker::default(),
+            dead_sink: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Reports every delivery that dies from now on to `sink` (when it is full, reports are
+    /// dropped with a warning: the channel bounds what waits).
+    pub fn report_dead_to(&self, sink: tokio::sync::mpsc::Sender<DeadDelivery>) {
+        let _ = self.dead_sink.set(sink);
+    }
+
+    fn report_dead(&self, dead: DeadDelivery) {
+        if let Some(sink) = self.dead_sink.get()
+            && sink.try_send(dead).is_err()
+        {
+            tracing::warn!("too many dead deliveries waiting to be reported; one report dropped");
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -338,6 +377,7 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>) {
         let claimer = tokio::spawn(leases::claimer(self.clone()));
         let heartbeat = tokio::spawn(leases::heartbeat(self.clone()));
+        let health = tokio::spawn(health::reporter(self.clone()));
         let sweeper = self
             .store
             .shared()
@@ -345,6 +385,7 @@ impl Dispatcher {
         self.schedule().await;
         claimer.abort();
         heartbeat.abort();
+        health.abort();
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
@@ -358,6 +399,7 @@ impl Dispatcher {
                 "shutdown grace period over; attempts still in flight stay pending and are retried"
             );
         }
+        self.report_health().await;
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "could not flush the store at shutdown");
         }

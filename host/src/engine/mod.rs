@@ -4,14 +4,20 @@
 //! serving: [`crate::server`] puts the API in front of it.
 
 mod event_types;
+mod jobs;
+mod lifecycle;
 mod recovery;
 mod rotation;
 mod sync;
+mod system_events;
 mod usecases;
 
 pub use event_types::{CatalogError, EventTypeChange};
+pub use jobs::{JOBS_LEASE, prune};
+pub use lifecycle::DisableReason;
 pub use recovery::{EndpointTest, RECOVER_BATCH};
 pub use rotation::{DEFAULT_SECRET_OVERLAP, MAX_SECRET_OVERLAP};
+pub use system_events::SYSTEM_EVENT_TYPES;
 pub use usecases::{MasterKeyRotation, UseCaseError};
 
 use std::path::Path;
@@ -86,6 +92,8 @@ pub struct Engine {
     dispatcher_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The task keeping this node in step with changes other nodes made.
     sync_task: tokio::task::JoinHandle<()>,
+    /// The periodic jobs and the operational webhooks' reports (aborted at shutdown).
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The plugin directory's watcher (stops when dropped).
     _watch: WatchGuard,
 }
@@ -156,6 +164,9 @@ impl Engine {
             },
         })
         .map_err(|e| StartError::Plugins(e.to_string()))?;
+        let (dead_tx, dead_rx) = tokio::sync::mpsc::channel(system_events::REPORT_QUEUE);
+        let (token_tx, token_rx) = tokio::sync::mpsc::channel(system_events::REPORT_QUEUE);
+        let (plugin_tx, plugin_rx) = tokio::sync::mpsc::channel(system_events::REPORT_QUEUE);
         let registry = PluginRegistry::new(
             runtime,
             config
@@ -165,6 +176,7 @@ impl Engine {
                 .unwrap_or_else(|| config.data_dir.join("cache")),
         );
         registry.tenant_uploads(|| crate::plugins::TenantPluginLimits::from_config(&config.api));
+        registry.report_events_to(plugin_tx);
         for (name, bytes) in crate::guests::BUILT_IN_PLUGINS {
             registry
                 .add_builtin(name, bytes)
@@ -208,7 +220,9 @@ impl Engine {
                 config.plugins.default_token_lifetime,
                 config.plugins.token_refresh_margin,
             ),
+            crate::token_failures::TokenFailures::new(config.operations.token_failures),
         );
+        pipeline.token_failures().report_to(token_tx);
         let dispatcher = Dispatcher::new(
             store.clone(),
             pipeline.clone(),
@@ -232,6 +246,7 @@ impl Engine {
                 request_timeout: config.delivery.request_timeout,
             },
         );
+        dispatcher.report_dead_to(dead_tx);
         let dispatcher_task = tokio::spawn(dispatcher.clone().run());
         let event_types = Arc::new(crate::event_types::EventTypeCache::default());
         let sync_task = tokio::spawn(sync::follow_changes(
@@ -243,7 +258,12 @@ impl Engine {
             config.store.poll_interval,
         ));
         tracing::info!(node = dispatcher.node(), "dispatcher running");
-        Ok(Arc::new(Engine {
+        let reports = system_events::Reports {
+            dead: dead_rx,
+            tokens: token_rx,
+            plugins: plugin_rx,
+        };
+        let engine = Arc::new(Engine {
             config,
             store,
             registry,
@@ -257,14 +277,36 @@ impl Engine {
             event_types,
             dispatcher_task: std::sync::Mutex::new(Some(dispatcher_task)),
             sync_task,
+            background: std::sync::Mutex::new(Vec::new()),
             _watch: watch,
-        }))
+        });
+        let tasks = vec![
+            tokio::spawn(jobs::run(
+                Arc::downgrade(&engine),
+                engine.config.jobs.interval,
+            )),
+            tokio::spawn(system_events::run(
+                Arc::downgrade(&engine),
+                reports,
+                engine.config.operations.dead_summary_interval,
+            )),
+        ];
+        *engine.background.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        Ok(engine)
     }
 
     /// Stops new attempts, waits (bounded) for those in flight, commits their records and
     /// releases this node's leases.
     pub async fn shutdown(&self) {
         self.sync_task.abort();
+        for task in self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         self.dispatcher.shutdown();
         let task = self
             .dispatcher_task

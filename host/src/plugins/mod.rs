@@ -44,8 +44,8 @@ pub use check::{CheckReport, check_component};
 pub use engine::{EPOCH_TICK, InstanceReuse, RuntimeLimits};
 pub use error::{LoadError, PluginError};
 pub use registry::{
-    MAX_COMPONENT_NESTING, PluginRegistry, PluginSource, PluginState, PluginStatus, QuotaError,
-    StripError, TenantPluginLimits, TenantUploads, custom_section_bytes, read_stripped,
+    MAX_COMPONENT_NESTING, PluginEvent, PluginRegistry, PluginSource, PluginState, PluginStatus,
+    QuotaError, StripError, TenantPluginLimits, TenantUploads, custom_section_bytes, read_stripped,
     strip_custom_sections, validate_plugin_name,
 };
 pub use runtime::{LoadedPlugin, PluginRuntime, WALL_CLOCK_ALLOWANCE, World};

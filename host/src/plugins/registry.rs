@@ -464,6 +464,32 @@ pub struct PluginRegistry {
     uploads: OnceLock<TenantUploads>,
     /// Incremented each time the directory loader has processed a batch of changes.
     pub(crate) watch_generation: tokio::sync::watch::Sender<u64>,
+    /// Where the directory's load failures and swaps are reported (the operator's operational
+    /// webhooks), once set.
+    events: OnceLock<tokio::sync::mpsc::Sender<PluginEvent>>,
+}
+
+/// Something the operator should hear of about the plugins directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginEvent {
+    /// A file of the directory failed to load (the previous version, if any, stays live).
+    LoadFailed {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        error: String,
+        /// SHA-256 (hex) of the file that failed, when it could be read.
+        sha256: Option<String>,
+    },
+    /// A new version of a directory plugin replaced the live one.
+    Swapped {
+        /// The plugin.
+        plugin: String,
+        /// SHA-256 (hex) of the new version.
+        sha256: String,
+        /// SHA-256 (hex) of the version it replaced.
+        previous_sha256: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -544,6 +570,7 @@ impl PluginRegistry {
             tenant_ops: tokio::sync::Mutex::new(()),
             uploads: OnceLock::new(),
             watch_generation: tokio::sync::watch::Sender::new(0),
+            events: OnceLock::new(),
         })
     }
 
@@ -718,6 +745,10 @@ impl PluginRegistry {
             Ok(plugin) => {
                 let mut t = self.write();
                 t.removed.remove(name);
+                let previous_sha256 = t
+                    .directory
+                    .get(name)
+                    .and_then(|slot| slot.status.sha256.clone());
                 let replaced = t
                     .directory
                     .insert(
@@ -731,10 +762,23 @@ impl PluginRegistry {
                     )
                     .is_some();
                 tracing::info!(plugin = name, sha256 = %sha, replaced, "directory plugin is live");
+                drop(t);
+                if replaced {
+                    self.report(PluginEvent::Swapped {
+                        plugin: name.to_string(),
+                        sha256: sha,
+                        previous_sha256,
+                    });
+                }
             }
             Err(e) => {
                 tracing::warn!(plugin = name, path = %path.display(), error = %e,
                     "directory plugin failed to load; keeping the previous version if any");
+                self.report(PluginEvent::LoadFailed {
+                    plugin: name.to_string(),
+                    error: e.to_string(),
+                    sha256: Some(sha.clone()),
+                });
                 self.record_directory_failure(name, path, &e, sha);
             }
         }
@@ -753,6 +797,19 @@ impl PluginRegistry {
             Some(path.to_path_buf()),
         );
         t.directory.insert(name.to_string(), slot);
+    }
+
+    /// Reports the directory's load failures and swaps to `sink` from now on.
+    pub fn report_events_to(&self, sink: tokio::sync::mpsc::Sender<PluginEvent>) {
+        let _ = self.events.set(sink);
+    }
+
+    fn report(&self, event: PluginEvent) {
+        if let Some(sink) = self.events.get()
+            && sink.try_send(event).is_err()
+        {
+            tracing::warn!("too many plugin events waiting to be reported; one dropped");
+        }
     }
 
     /// The number of change batches the directory loader has processed so far.

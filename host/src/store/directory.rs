@@ -52,18 +52,29 @@ impl Directory {
             .unwrap_or_default()
     }
 
-    /// Ids of the tenant's endpoints subscribed to `event_type`, oldest first.
-    pub fn subscribers(&self, tenant: &str, event_type: &str) -> Vec<String> {
-        self.endpoints_by_tenant
-            .get(tenant)
-            .map(|endpoints| {
-                endpoints
-                    .iter()
-                    .filter(|e| e.subscribes_to(event_type))
-                    .map(|e| e.id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The tenant's endpoints subscribed to `event_type`, oldest first: enabled ones get a
+    /// pending delivery, disabled ones a held one.
+    pub fn subscribers(&self, tenant: &str, event_type: &str) -> Subscribers {
+        self.select(tenant, |e| e.subscribes_to(event_type))
+    }
+
+    /// The tenant's endpoints that receive its system events, oldest first.
+    pub fn system_subscribers(&self, tenant: &str) -> Subscribers {
+        self.select(tenant, |e| e.spec.system_events)
+    }
+
+    fn select(&self, tenant: &str, wanted: impl Fn(&Endpoint) -> bool) -> Subscribers {
+        let mut subscribers = Subscribers::default();
+        for endpoint in self.endpoints_by_tenant.get(tenant).into_iter().flatten() {
+            if wanted(endpoint) {
+                if endpoint.spec.enabled {
+                    subscribers.attempted.push(endpoint.id.clone());
+                } else {
+                    subscribers.held.push(endpoint.id.clone());
+                }
+            }
+        }
+        subscribers
     }
 
     pub(crate) fn put_tenant(&mut self, tenant: Tenant, token_hash: String) {
@@ -113,4 +124,13 @@ impl Directory {
         }
         directory
     }
+}
+
+/// The endpoints an event goes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscribers {
+    /// Enabled endpoints: their deliveries are attempted.
+    pub attempted: Vec<String>,
+    /// Disabled endpoints: their deliveries are held until the endpoint is enabled.
+    pub held: Vec<String>,
 }

@@ -78,6 +78,8 @@ pub struct LogEvent {
     pub delivered: u32,
     /// Deliveries whose retries ran out.
     pub dead: u32,
+    /// Deliveries held while their endpoint is disabled.
+    pub held: u32,
 }
 
 /// A page of the log.
@@ -129,7 +131,8 @@ impl LogQuery {
             "SELECT e.id, e.type, e.created_at,
                (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending'),
                (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'delivered'),
-               (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'dead')
+               (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'dead'),
+               (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id AND d.status = 'held')
              FROM events e WHERE e.tenant_id = ",
         );
         let mut params = Vec::new();

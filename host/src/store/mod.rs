@@ -25,6 +25,7 @@
 mod catalog;
 mod directory;
 mod error;
+mod lifecycle;
 mod location;
 mod log;
 pub mod postgres;
@@ -35,8 +36,12 @@ mod types;
 use std::sync::{Arc, RwLock};
 
 pub use catalog::{RecoverBatch, RecoverRequest, StoredCatalog, StoredEventType};
-pub use directory::Directory;
+pub use directory::{Directory, Subscribers};
 pub use error::StoreError;
+pub use lifecycle::{
+    EndpointHealth, FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HealthDelta, PruneBatch,
+    PruneCounts, PruneRequest, StoredHealth, add_to_bucket,
+};
 pub use location::{StoreLocation, redact_url};
 pub use log::{
     DeliveryHistory, EventHistory, LogCursor, LogEvent, LogPage, LogQuery, MAX_LOG_LIMIT,
@@ -112,9 +117,15 @@ pub trait Backend: Send + Sync + 'static {
     /// `done` gets the result.
     fn record_attempt(&self, record: AttemptRecord, done: RecordDone);
 
-    /// Marks a delivery dead without an attempt (its endpoint is gone or disabled); clears its
-    /// lease.
+    /// Marks a delivery dead without an attempt (its endpoint is gone); clears its lease.
     async fn mark_dead(&self, delivery_id: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Holds a pending delivery without an attempt (its endpoint is disabled); clears its lease.
+    async fn hold_delivery(&self, delivery_id: &str) -> Result<(), StoreError>;
+
+    /// Makes the endpoint's held deliveries pending, due at `now_ms` (claimed in order of
+    /// creation); returns how many.
+    async fn resume_held(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Puts a delivered or dead delivery back in the queue (replay), starting a new retry round,
     /// leased to `lease.owner`. `Conflict` while it is still pending.
@@ -311,6 +322,55 @@ pub trait Backend: Send + Sync + 'static {
         id: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
+
+    // ---- endpoint health, retention, periodic jobs -------------------------------------------
+
+    /// Adds what nodes saw of endpoints' attempts to their stored health.
+    async fn add_health(&self, deltas: &[HealthDelta]) -> Result<(), StoreError>;
+
+    /// The stored health of these endpoints (those with any), rates counted up to `now_ms`.
+    async fn health(
+        &self,
+        endpoint_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<StoredHealth>, StoreError>;
+
+    /// Forgets an endpoint's failure streak (it was enabled again).
+    async fn reset_failure_streak(&self, endpoint_id: &str) -> Result<(), StoreError>;
+
+    /// Endpoints failing since before `failing_since_before_ms` with at least `min_failures`
+    /// failures in a row.
+    async fn failing_endpoints(
+        &self,
+        failing_since_before_ms: i64,
+        min_failures: u64,
+    ) -> Result<Vec<FailingEndpoint>, StoreError>;
+
+    /// Takes or renews the lease of periodic job `job` for `lease.owner` when it is free,
+    /// lapsed at `now_ms`, or already `lease.owner`'s; `false` when another node holds it.
+    async fn take_job_lease(
+        &self,
+        job: &str,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that notice `key` was sent; `false` when it had been already (by any node).
+    async fn note_once(&self, key: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Deletes (or counts, in a dry run) one batch of expired events with their deliveries and
+    /// attempts (see [`PruneRequest`]), oldest first.
+    async fn prune_events(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError>;
+
+    /// Deletes (or counts) idempotency keys created before `before` (unix seconds) and health
+    /// buckets older than [`HEALTH_KEPT_MS`] before `now_ms`, at most `limit` of each.
+    async fn prune_keys(
+        &self,
+        before: i64,
+        now_ms: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneCounts, StoreError>;
 
     // ---- Message log -------------------------------------------------------------------------
 

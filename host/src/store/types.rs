@@ -53,8 +53,17 @@ pub struct NewEvent {
     pub created_at: i64,
     /// The JSON envelope, delivered as is.
     pub body: Arc<[u8]>,
-    /// Endpoints that get a delivery.
+    /// Endpoints that get a delivery (pending: attempted now).
     pub endpoint_ids: Vec<String>,
+    /// Disabled endpoints that get a held delivery (attempted once the endpoint is enabled).
+    pub held_endpoint_ids: Vec<String>,
+}
+
+impl NewEvent {
+    /// Deliveries this event gets, held ones included.
+    pub fn deliveries(&self) -> usize {
+        self.endpoint_ids.len() + self.held_endpoint_ids.len()
+    }
 }
 
 /// One ingest: events stored all or none, with an optional idempotency key.

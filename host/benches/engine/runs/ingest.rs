@@ -99,7 +99,7 @@ struct IngestResult {
 
 /// Open loop: request i is sent at start + i/rate whatever the previous ones do. Latency is from
 /// the send to the full answer.
-async fn open_loop(
+pub(crate) async fn open_loop(
     api: &Api,
     path: &str,
     token: &str,

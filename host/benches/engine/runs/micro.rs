@@ -215,6 +215,7 @@ async fn group_commit(
                         created_at: now_unix(),
                         body: body.clone(),
                         endpoint_ids: vec!["ep_bench".into()],
+                        held_endpoint_ids: Vec::new(),
                     };
                     store
                         .ingest(IngestRequest {

@@ -8,5 +8,6 @@ pub mod ingest;
 pub mod memory;
 pub mod micro;
 pub mod scale;
+pub mod soak;
 pub mod steps;
 pub mod swap;

@@ -40,12 +40,13 @@ fn local_time(value: &Option<String>) -> Option<String> {
     })
 }
 
-fn status_badge(pending: u32, delivered: u32, dead: u32) -> Markup {
+fn status_badge(pending: u32, delivered: u32, dead: u32, held: u32) -> Markup {
     html! {
         @if delivered > 0 { span.badge.ok { (delivered) " delivered" } " " }
         @if pending > 0 { span.badge.warn { (pending) " pending" } " " }
         @if dead > 0 { span.badge.bad { (dead) " dead" } " " }
-        @if pending + delivered + dead == 0 { span.badge.muted { "no deliveries" } }
+        @if held > 0 { span.badge.muted { (held) " held" } " " }
+        @if pending + delivered + dead + held == 0 { span.badge.muted { "no deliveries" } }
     }
 }
 
@@ -123,7 +124,7 @@ async fn log(
                     label for="f-status" { "Status" }
                     select id="f-status" name="status" {
                         option value="" selected[status.is_empty()] { "any" }
-                        @for s in ["pending", "delivered", "dead"] {
+                        @for s in ["pending", "delivered", "dead", "held"] {
                             option value=(s) selected[status == s] { (s) }
                         }
                     }
@@ -163,7 +164,7 @@ async fn log(
                             tr {
                                 td { (layout::time(e.created_at)) }
                                 td { a href=(format!("{base}/{}", e.id)) { code { (e.event_type) } } }
-                                td { (status_badge(e.pending, e.delivered, e.dead)) }
+                                td { (status_badge(e.pending, e.delivered, e.dead, e.held)) }
                                 td.hide-narrow.mono { (e.id) }
                             }
                         }
@@ -268,7 +269,7 @@ async fn event(
                 p.mono { (d.delivery.id) " · " (d.delivery.attempts) " attempt(s)"
                     @if let Some(next) = d.delivery.next_attempt_at { " · next at " (layout::time_ms(next)) } }
                 (attempts_table(d))
-                @if d.delivery.status.as_str() != "pending" && !session.read_only {
+                @if matches!(d.delivery.status.as_str(), "delivered" | "dead") && !session.read_only {
                     form method="post" action=(format!("/console/t/{tenant}/events/{}/deliveries/{}/replay", history.event.id, d.delivery.id)) {
                         (layout::csrf(&session))
                         button type="submit" class="replay" { "Replay" }

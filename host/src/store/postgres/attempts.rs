@@ -58,7 +58,7 @@ pub(super) fn text(value: &str) -> Cow<'_, str> {
 fn outcome(status: DeliveryStatus) -> &'static str {
     match status {
         DeliveryStatus::Delivered => "success",
-        DeliveryStatus::Pending => "failure",
+        DeliveryStatus::Pending | DeliveryStatus::Held => "failure",
         DeliveryStatus::Dead => "dead",
     }
 }

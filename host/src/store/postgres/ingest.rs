@@ -48,9 +48,10 @@ const INSERT_EVENTS: &str = "INSERT INTO events (id, tenant_id, type, body, crea
 
 const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts,
          round_start, next_attempt_at, updated_at, lease_owner, lease_expires_at)
-     SELECT u.id, u.event_id, u.endpoint_id, u.tenant_id, 'pending', 0, 0, $7, $8, u.lease_owner, u.lease_expires_at
-     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-         AS u(id, event_id, endpoint_id, tenant_id, lease_owner, lease_expires_at)";
+     SELECT u.id, u.event_id, u.endpoint_id, u.tenant_id, u.status, 0, 0,
+         CASE WHEN u.status = 'held' THEN NULL ELSE $7::bigint END, $8, u.lease_owner, u.lease_expires_at
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $9::text[])
+         AS u(id, event_id, endpoint_id, tenant_id, lease_owner, lease_expires_at, status)";
 
 const INSERT_KEY: &str = "INSERT INTO idempotency_keys (tenant_id, key, response, created_at)
      VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, key) DO NOTHING";
@@ -76,6 +77,7 @@ struct Plan<'a> {
     delivery_tenant: Vec<&'a str>,
     delivery_owner: Vec<Option<&'a str>>,
     delivery_expires: Vec<Option<i64>>,
+    delivery_status: Vec<&'static str>,
     now_ms: i64,
     now_s: i64,
     notify_work: bool,
@@ -88,7 +90,7 @@ impl<'a> Plan<'a> {
         let deliveries: usize = requests
             .iter()
             .flat_map(|r| r.events.iter())
-            .map(|e| e.endpoint_ids.len())
+            .map(|e| e.deliveries())
             .sum();
         let mut plan = Plan {
             event_id: Vec::with_capacity(events),
@@ -102,6 +104,7 @@ impl<'a> Plan<'a> {
             delivery_tenant: Vec::with_capacity(deliveries),
             delivery_owner: Vec::with_capacity(deliveries),
             delivery_expires: Vec::with_capacity(deliveries),
+            delivery_status: Vec::with_capacity(deliveries),
             now_ms: now_millis(),
             now_s: now_unix(),
             notify_work: false,
@@ -118,8 +121,18 @@ impl<'a> Plan<'a> {
                 plan.event_type.push(&event.event_type);
                 plan.event_body.push(&event.body[..]);
                 plan.event_created.push(event.created_at);
+                for endpoint in &event.held_endpoint_ids {
+                    plan.delivery_id.push(new_id("dlv"));
+                    plan.delivery_event.push(&event.id);
+                    plan.delivery_endpoint.push(endpoint);
+                    plan.delivery_tenant.push(&request.tenant);
+                    plan.delivery_owner.push(None);
+                    plan.delivery_expires.push(None);
+                    plan.delivery_status.push("held");
+                }
                 for endpoint in &event.endpoint_ids {
                     let id = new_id("dlv");
+                    plan.delivery_status.push("pending");
                     let leased = created.claimed.len() < request.claim;
                     plan.delivery_event.push(&event.id);
                     plan.delivery_endpoint.push(endpoint);
@@ -192,6 +205,7 @@ impl<'a> Plan<'a> {
                     &self.delivery_expires,
                     &self.now_ms,
                     &self.now_s,
+                    &self.delivery_status,
                 ],
             )
             .await

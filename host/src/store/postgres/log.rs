@@ -41,6 +41,7 @@ pub(super) async fn log_events(db: &Db, query: &LogQuery) -> Result<LogPage, Sto
                 pending: count(row, 3)?,
                 delivered: count(row, 4)?,
                 dead: count(row, 5)?,
+                held: count(row, 6)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

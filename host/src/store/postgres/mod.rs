@@ -21,6 +21,7 @@ mod directory;
 mod error;
 mod ingest;
 mod keys;
+mod lifecycle;
 mod listen;
 mod log;
 mod plugins;
@@ -42,6 +43,7 @@ use super::{
     StoredPluginInfo, StoredSigningKey, StoredStagedCertificate, WriteStats, redact_url,
 };
 use super::{EventHistory, LogPage, LogQuery};
+use super::{FailingEndpoint, HealthDelta, PruneBatch, PruneCounts, PruneRequest, StoredHealth};
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
 /// The PostgreSQL backend: a pool, the two write batchers and the listening connection.
@@ -196,6 +198,65 @@ impl Backend for PostgresBackend {
 
     async fn mark_dead(&self, delivery_id: &str, reason: &str) -> Result<(), StoreError> {
         queue::mark_dead(&self.db, delivery_id, reason).await
+    }
+
+    async fn hold_delivery(&self, delivery_id: &str) -> Result<(), StoreError> {
+        lifecycle::hold(&self.db, delivery_id).await
+    }
+
+    async fn resume_held(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        lifecycle::resume_held(&self.db, endpoint_id, now_ms).await
+    }
+
+    async fn add_health(&self, deltas: &[HealthDelta]) -> Result<(), StoreError> {
+        lifecycle::add_health(&self.db, deltas).await
+    }
+
+    async fn health(
+        &self,
+        endpoint_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<StoredHealth>, StoreError> {
+        lifecycle::health(&self.db, endpoint_ids, now_ms).await
+    }
+
+    async fn reset_failure_streak(&self, endpoint_id: &str) -> Result<(), StoreError> {
+        lifecycle::reset_failure_streak(&self.db, endpoint_id).await
+    }
+
+    async fn failing_endpoints(
+        &self,
+        failing_since_before_ms: i64,
+        min_failures: u64,
+    ) -> Result<Vec<FailingEndpoint>, StoreError> {
+        lifecycle::failing_endpoints(&self.db, failing_since_before_ms, min_failures).await
+    }
+
+    async fn take_job_lease(
+        &self,
+        job: &str,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        lifecycle::take_job_lease(&self.db, job, lease, now_ms).await
+    }
+
+    async fn note_once(&self, key: &str, now: i64) -> Result<bool, StoreError> {
+        lifecycle::note_once(&self.db, key, now).await
+    }
+
+    async fn prune_events(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError> {
+        lifecycle::prune_events(&self.db, request).await
+    }
+
+    async fn prune_keys(
+        &self,
+        before: i64,
+        now_ms: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneCounts, StoreError> {
+        lifecycle::prune_keys(&self.db, before, now_ms, limit, dry_run).await
     }
 
     async fn requeue(

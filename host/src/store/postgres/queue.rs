@@ -20,7 +20,7 @@ const REAP: &str = "UPDATE deliveries SET lease_owner = NULL, lease_expires_at =
 const CLAIM: &str = "WITH claimable AS (
          SELECT id FROM deliveries
          WHERE status = 'pending' AND lease_owner IS NULL AND next_attempt_at <= $3
-         ORDER BY next_attempt_at
+         ORDER BY next_attempt_at, id
          LIMIT $4
          FOR UPDATE SKIP LOCKED
      ), claimed AS (
@@ -201,9 +201,9 @@ pub(super) async fn requeue(
     };
     let status: String = row.try_get(0).db()?;
     let attempts: i32 = row.try_get(1).db()?;
-    if status == "pending" {
+    if status == "pending" || status == "held" {
         return Err(StoreError::Conflict(format!(
-            "delivery `{delivery}` is still pending; only delivered or dead deliveries can be replayed"
+            "delivery `{delivery}` is still {status}; only delivered or dead deliveries can be replayed"
         )));
     }
     let now_ms = now_millis();

@@ -172,6 +172,42 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_log_by_type ON events(tenant_id, type, created_at DESC, id DESC);
     CREATE INDEX deliveries_log ON deliveries(event_id, status, endpoint_id);
     "#,
+    // 5: running for months (as SQLite's migration 5): endpoint health and its buckets, held
+    // deliveries, the periodic jobs' lease, one-time notices, idempotency keys by age.
+    r#"
+    CREATE TABLE endpoint_health (
+        endpoint_id          TEXT PRIMARY KEY,
+        tenant_id            TEXT NOT NULL,
+        last_success_at      BIGINT,
+        last_failure_at      BIGINT,
+        consecutive_failures BIGINT NOT NULL,
+        failing_since        BIGINT
+    );
+    CREATE INDEX endpoint_health_failing ON endpoint_health(failing_since)
+        WHERE failing_since IS NOT NULL;
+    CREATE TABLE endpoint_health_buckets (
+        endpoint_id  TEXT NOT NULL,
+        bucket_start BIGINT NOT NULL,
+        successes    BIGINT NOT NULL,
+        failures     BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, bucket_start)
+    );
+    CREATE INDEX endpoint_health_buckets_by_start ON endpoint_health_buckets(bucket_start);
+    CREATE TABLE job_leases (
+        job        TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE TABLE notices (
+        key        TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX deliveries_held ON deliveries(endpoint_id, id) WHERE status = 'held';
+    DROP INDEX deliveries_claimable;
+    CREATE INDEX deliveries_claimable ON deliveries(next_attempt_at, id)
+        WHERE status = 'pending' AND lease_owner IS NULL;
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -58,6 +58,12 @@ pub(super) fn ingest(
                  VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8)",
             )
             .db()?;
+        let mut insert_held = conn
+            .prepare_cached(
+                "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'held', 0, ?5)",
+            )
+            .db()?;
         for event in &events {
             insert_event
                 .execute(params![
@@ -68,6 +74,17 @@ pub(super) fn ingest(
                     event.created_at
                 ])
                 .db()?;
+            for endpoint in &event.held_endpoint_ids {
+                insert_held
+                    .execute(params![
+                        crate::model::new_id("dlv"),
+                        event.id,
+                        endpoint,
+                        tenant,
+                        now_s
+                    ])
+                    .db()?;
+            }
             for endpoint in &event.endpoint_ids {
                 let id = crate::model::new_id("dlv");
                 let leased = claimed.len() < claim;
@@ -122,6 +139,7 @@ pub(super) fn record_attempt(conn: &Connection, record: &AttemptRecord) -> Resul
         DeliveryStatus::Delivered => "success",
         DeliveryStatus::Pending => "failure",
         DeliveryStatus::Dead => "dead",
+        DeliveryStatus::Held => "failure",
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, status_code, latency_ms, outcome, error, response_snippet)
@@ -217,9 +235,9 @@ pub(super) fn requeue(
             id: delivery.to_string(),
         });
     };
-    if status == DeliveryStatus::Pending.as_str() {
+    if status == DeliveryStatus::Pending.as_str() || status == DeliveryStatus::Held.as_str() {
         return Err(StoreError::Conflict(format!(
-            "delivery `{delivery}` is still pending; only delivered or dead deliveries can be replayed"
+            "delivery `{delivery}` is still {status}; only delivered or dead deliveries can be replayed"
         )));
     }
     let now_ms = now_millis();
@@ -265,7 +283,7 @@ pub(super) fn claim(
             "SELECT d.id, d.event_id, ev.type, d.endpoint_id, d.tenant_id, d.attempts, d.round_start, d.next_attempt_at
              FROM deliveries d INDEXED BY deliveries_claimable JOIN events ev ON ev.id = d.event_id
              WHERE d.status = 'pending' AND d.lease_owner IS NULL AND d.next_attempt_at <= ?1
-             ORDER BY d.next_attempt_at
+             ORDER BY d.next_attempt_at, d.id
              LIMIT ?2",
         )
         .db()?

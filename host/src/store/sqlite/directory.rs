@@ -179,7 +179,7 @@ pub(super) fn delete_endpoint(
         conn.execute(
             "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, last_error = 'endpoint was deleted',
                updated_at = ?3, lease_owner = NULL, lease_expires_at = NULL
-             WHERE endpoint_id = ?1 AND tenant_id = ?2 AND status = 'pending'",
+             WHERE endpoint_id = ?1 AND tenant_id = ?2 AND status IN ('pending', 'held')",
             params![id, tenant, now_unix()],
         )
         .db()?;

@@ -28,6 +28,7 @@ pub(super) fn log_events(conn: &Connection, query: &LogQuery) -> Result<LogPage,
                 pending: r.get(3)?,
                 delivered: r.get(4)?,
                 dead: r.get(5)?,
+                held: r.get(6)?,
             })
         })
         .db()?

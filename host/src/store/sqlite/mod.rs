@@ -24,6 +24,7 @@ mod deliveries;
 mod directory;
 mod files;
 mod keys;
+mod lifecycle;
 mod log;
 mod plugins;
 mod reads;
@@ -46,6 +47,7 @@ use super::{
     StoredSigningKey, StoredStagedCertificate, WriteStats,
 };
 use super::{EventHistory, LogPage, LogQuery};
+use super::{FailingEndpoint, HealthDelta, PruneBatch, PruneCounts, PruneRequest, StoredHealth};
 use crate::config::Synchronous;
 use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 
@@ -221,6 +223,94 @@ impl Backend for SqliteBackend {
         let (id, reason) = (delivery_id.to_string(), reason.to_string());
         self.write(move |conn| deliveries::mark_dead(conn, &id, &reason))
             .await
+    }
+
+    async fn hold_delivery(&self, delivery_id: &str) -> Result<(), StoreError> {
+        let id = delivery_id.to_string();
+        self.write(move |conn| lifecycle::hold(conn, &id)).await
+    }
+
+    async fn resume_held(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let id = endpoint_id.to_string();
+        self.write(move |conn| lifecycle::resume_held(conn, &id, now_ms))
+            .await
+    }
+
+    async fn add_health(&self, deltas: &[HealthDelta]) -> Result<(), StoreError> {
+        let deltas = deltas.to_vec();
+        self.write(move |conn| lifecycle::add_health(conn, &deltas))
+            .await
+    }
+
+    async fn health(
+        &self,
+        endpoint_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<StoredHealth>, StoreError> {
+        let ids = endpoint_ids.to_vec();
+        self.read(move |conn| lifecycle::health(conn, &ids, now_ms))
+            .await
+    }
+
+    async fn reset_failure_streak(&self, endpoint_id: &str) -> Result<(), StoreError> {
+        let id = endpoint_id.to_string();
+        self.write(move |conn| lifecycle::reset_failure_streak(conn, &id))
+            .await
+    }
+
+    async fn failing_endpoints(
+        &self,
+        failing_since_before_ms: i64,
+        min_failures: u64,
+    ) -> Result<Vec<FailingEndpoint>, StoreError> {
+        self.read(move |conn| {
+            lifecycle::failing_endpoints(conn, failing_since_before_ms, min_failures)
+        })
+        .await
+    }
+
+    async fn take_job_lease(
+        &self,
+        job: &str,
+        lease: &Lease,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (job, lease) = (job.to_string(), lease.clone());
+        self.write(move |conn| lifecycle::take_job_lease(conn, &job, &lease, now_ms))
+            .await
+    }
+
+    async fn note_once(&self, key: &str, now: i64) -> Result<bool, StoreError> {
+        let key = key.to_string();
+        self.write(move |conn| lifecycle::note_once(conn, &key, now))
+            .await
+    }
+
+    async fn prune_events(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError> {
+        let request = request.clone();
+        if request.dry_run {
+            self.read(move |conn| lifecycle::prune_events(conn, &request))
+                .await
+        } else {
+            self.write(move |conn| lifecycle::prune_events(conn, &request))
+                .await
+        }
+    }
+
+    async fn prune_keys(
+        &self,
+        before: i64,
+        now_ms: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneCounts, StoreError> {
+        if dry_run {
+            self.read(move |conn| lifecycle::prune_keys(conn, before, now_ms, limit, true))
+                .await
+        } else {
+            self.write(move |conn| lifecycle::prune_keys(conn, before, now_ms, limit, false))
+                .await
+        }
     }
 
     async fn requeue(

@@ -152,6 +152,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_log_by_type ON events(tenant_id, type, created_at, id);
     CREATE INDEX deliveries_log ON deliveries(event_id, status, endpoint_id);
     "#,
+    // 5: running for months: endpoint health (a row per endpoint and five-minute buckets of
+    // successes and failures), held deliveries (their endpoint is disabled; resumed in order of
+    // creation, so claims take equal due times in order of id), the periodic jobs' lease,
+    // one-time notices, and the index retention deletes idempotency keys by.
+    r#"
+    CREATE TABLE endpoint_health (
+        endpoint_id          TEXT PRIMARY KEY,
+        tenant_id            TEXT NOT NULL,
+        last_success_at      INTEGER,
+        last_failure_at      INTEGER,
+        consecutive_failures INTEGER NOT NULL,
+        failing_since        INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX endpoint_health_failing ON endpoint_health(failing_since)
+        WHERE failing_since IS NOT NULL;
+    CREATE TABLE endpoint_health_buckets (
+        endpoint_id  TEXT NOT NULL,
+        bucket_start INTEGER NOT NULL,
+        successes    INTEGER NOT NULL,
+        failures     INTEGER NOT NULL,
+        PRIMARY KEY (endpoint_id, bucket_start)
+    ) WITHOUT ROWID;
+    CREATE INDEX endpoint_health_buckets_by_start ON endpoint_health_buckets(bucket_start);
+    CREATE TABLE job_leases (
+        job        TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE notices (
+        key        TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_held ON deliveries(endpoint_id, id) WHERE status = 'held';
+    DROP INDEX deliveries_claimable;
+    CREATE INDEX deliveries_claimable ON deliveries(next_attempt_at, id)
+        WHERE status = 'pending' AND lease_owner IS NULL;
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);
+    "#,
 ];
 
 /// Applies the migrations `conn` has not seen yet.

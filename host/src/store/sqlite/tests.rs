@@ -65,6 +65,7 @@ impl Fixture {
                 created_at: 1,
                 body: Arc::from(&b"{\"hello\":1}"[..]),
                 endpoint_ids: (0..n).map(|i| format!("ep_{i}")).collect(),
+                held_endpoint_ids: Vec::new(),
             })
             .collect();
         self.backend

@@ -1,0 +1,195 @@
+//! Section 9, soak with retention: events ingested at 5,000/s (open loop) and delivered to the
+//! sink continuously, on two fresh engines: one without the pruner, one with a short retention
+//! (`delivered = "2s"`) and the periodic jobs every second. What is compared: ingest p99 with the
+//! pruner over without it (target ≤ 1.2×), and the database's size over the run (with the pruner
+//! it reaches a plateau: the size at the end over the size at the middle stays near 1; without
+//! it the database grows with every event).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::engine_proc::{EngineOptions, EngineProc, ProcStats};
+use crate::report::{mib, ms, percentile, ratio};
+use crate::runs::ingest::open_loop;
+use crate::settings::Settings;
+use crate::{Bench, OPEN_LOOP_RATE};
+
+pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
+    let Bench {
+        settings,
+        report,
+        sink,
+        ..
+    } = bench;
+    let settings = &*settings;
+    if !settings.wants("soak") {
+        return Ok(());
+    }
+    progress!(
+        settings,
+        "9. soak: ingest and deliver at 5,000/s, without then with the pruner"
+    );
+    let url = sink.url();
+    let without = run_soak(settings, &url, false).await?;
+    let with = run_soak(settings, &url, true).await?;
+    report
+        .add(
+            "soak.p99.without",
+            "9. soak",
+            "ingest p99 at 5,000/s, delivering, no pruner",
+            without.p99_ms,
+            "ms",
+        )
+        .note(format!(
+            "{} requests, {} errors; database {:.1} MiB at the middle, {:.1} MiB at the end",
+            without.requests,
+            without.errors,
+            mib(Some(without.db_mid_kib)).unwrap_or(f64::NAN),
+            mib(Some(without.db_end_kib)).unwrap_or(f64::NAN)
+        ));
+    report
+        .add(
+            "soak.p99.with",
+            "9. soak",
+            "ingest p99 at 5,000/s, delivering, pruner every 1 s (delivered kept 2 s)",
+            with.p99_ms,
+            "ms",
+        )
+        .ratio(ratio(with.p99_ms, without.p99_ms), "no pruner")
+        .target(
+            "≤ 1.2× no pruner",
+            ratio(with.p99_ms, without.p99_ms).map(|r| r <= 1.2 && with.errors == 0),
+        )
+        .note(format!(
+            "{} requests, {} errors",
+            with.requests, with.errors
+        ));
+    let plateau = with.db_end_kib as f64 / with.db_mid_kib.max(1) as f64;
+    report
+        .add(
+            "soak.db.with",
+            "9. soak",
+            "database size at the end, with the pruner",
+            mib(Some(with.db_end_kib)),
+            "MiB",
+        )
+        .ratio(Some(plateau), "its size at the middle")
+        .target("plateau (≤ 1.25× the middle)", Some(plateau <= 1.25))
+        .note(format!(
+            "without the pruner: {:.1} MiB at the end ({:.2}× its middle)",
+            mib(Some(without.db_end_kib)).unwrap_or(f64::NAN),
+            without.db_end_kib as f64 / without.db_mid_kib.max(1) as f64
+        ));
+    report
+        .details
+        .insert("soak".into(), json!({"without": without, "with": with}));
+    Ok(())
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct SoakResult {
+    pruner: bool,
+    requests: u64,
+    errors: u64,
+    achieved_rate: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    /// Database file and WAL, sampled every 500 ms (KiB).
+    db_kib: Vec<u64>,
+    db_mid_kib: u64,
+    db_end_kib: u64,
+    engine: ProcStats,
+}
+
+fn database_kib(data_dir: &Path) -> u64 {
+    ["wasmhook.sqlite3", "wasmhook.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data_dir.join(f)).ok())
+        .map(|m| m.len() / 1024)
+        .sum()
+}
+
+async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::Result<SoakResult> {
+    let label = if pruner {
+        "soak-pruner"
+    } else {
+        "soak-no-pruner"
+    };
+    let extra_config = if pruner {
+        "[retention]\nenabled = true\ndelivered = \"2s\"\nbatch_size = 1000\nbatch_pause = \"20ms\"\n\n\
+         [jobs]\ninterval = \"1s\"\nlease_ttl = \"5s\"\n"
+    } else {
+        "[retention]\nenabled = false\n"
+    };
+    let engine = EngineProc::start(
+        settings,
+        EngineOptions {
+            extra_config: extra_config.into(),
+            ..EngineOptions::new(label)
+        },
+    )
+    .await?;
+    let token = engine.tenant("bench").await?;
+    engine
+        .endpoint("bench", &token, json!({"url": sink_url}))
+        .await?;
+    let _ = std::process::Command::new("sync").status();
+    let duration = Duration::from_secs(settings.scaled(30, 10));
+    progress!(
+        settings,
+        "  soak ({}): {:.0}/s for {:.0}s",
+        if pruner { "pruner" } else { "no pruner" },
+        OPEN_LOOP_RATE,
+        duration.as_secs_f64()
+    );
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (sampling, data_dir) = (sampling.clone(), engine.data_dir.clone());
+        tokio::spawn(async move {
+            let mut sizes = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                sizes.push(database_kib(&data_dir));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            sizes
+        })
+    };
+    let (latencies, errors, achieved, _) = open_loop(
+        &engine.api,
+        "/v1/tenants/bench/events",
+        &token,
+        OPEN_LOOP_RATE,
+        duration,
+    )
+    .await;
+    sampling.store(false, Ordering::Relaxed);
+    let db_kib = sampler.await.unwrap_or_default();
+    let (stats, _) = engine.stop(false, settings.keep).await?;
+    let result = SoakResult {
+        pruner,
+        requests: latencies.len() as u64 + errors,
+        errors,
+        achieved_rate: achieved,
+        p50_ms: ms(percentile(&latencies, 50.0)),
+        p99_ms: ms(percentile(&latencies, 99.0)),
+        max_ms: ms(latencies.last().copied()),
+        db_mid_kib: db_kib.get(db_kib.len() / 2).copied().unwrap_or(0),
+        db_end_kib: db_kib.last().copied().unwrap_or(0),
+        db_kib,
+        engine: stats,
+    };
+    progress!(
+        settings,
+        "  soak ({label}): p99 {:.2} ms, {} errors, database {} KiB at the middle, {} KiB at the end",
+        result.p99_ms.unwrap_or(f64::NAN),
+        result.errors,
+        result.db_mid_kib,
+        result.db_end_kib
+    );
+    Ok(result)
+}

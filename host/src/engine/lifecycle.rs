@@ -1,0 +1,205 @@
+//! Endpoint health and the endpoint's enabled state: disabling (by the API, or automatically
+//! once it has failed for `delivery.disable_after`) holds its deliveries; enabling resumes them
+//! in order of creation, forgets the failure streak and says so in a system event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::Engine;
+use super::system_events::{ENDPOINT_DISABLED, ENDPOINT_ENABLED};
+use crate::model::{Endpoint, now_millis, now_unix, rfc3339};
+use crate::store::{EndpointHealth, FailingEndpoint, StoreError};
+
+/// Why an endpoint was disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisableReason {
+    /// By the API (`POST …/disable`, or `enabled: false`).
+    Manual,
+    /// It failed continuously for `delivery.disable_after`.
+    Failing,
+}
+
+impl DisableReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DisableReason::Manual => "manual",
+            DisableReason::Failing => "failing",
+        }
+    }
+}
+
+impl Engine {
+    /// The stored health of the endpoints (those with any attempts on record), by id.
+    pub async fn endpoint_health(
+        &self,
+        endpoint_ids: &[String],
+    ) -> Result<HashMap<String, EndpointHealth>, StoreError> {
+        Ok(self
+            .store
+            .health(endpoint_ids, now_millis())
+            .await?
+            .into_iter()
+            .map(|h| (h.endpoint_id.clone(), h.view()))
+            .collect())
+    }
+
+    /// Disables the tenant's endpoint: its deliveries are held from now on. Returns the endpoint
+    /// (unchanged when it was disabled already).
+    pub async fn disable_endpoint(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        reason: DisableReason,
+    ) -> Result<Arc<Endpoint>, StoreError> {
+        let current = self.tenant_endpoint(tenant, endpoint)?;
+        if !current.spec.enabled {
+            return Ok(current);
+        }
+        let mut changed = (*current).clone();
+        changed.spec.enabled = false;
+        changed.updated_at = now_unix();
+        let stored = self.put_endpoint(changed).await?;
+        self.endpoint_state_changed(&current, &stored, reason, None)
+            .await;
+        Ok(stored)
+    }
+
+    /// Enables the tenant's endpoint: its held deliveries are sent in order of creation. Returns
+    /// the endpoint and how many held deliveries resumed.
+    pub async fn enable_endpoint(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+    ) -> Result<(Arc<Endpoint>, u64), StoreError> {
+        let current = self.tenant_endpoint(tenant, endpoint)?;
+        let mut changed = (*current).clone();
+        changed.spec.enabled = true;
+        if !current.spec.enabled {
+            changed.updated_at = now_unix();
+        }
+        let stored = if current.spec.enabled {
+            current.clone()
+        } else {
+            self.put_endpoint(changed).await?
+        };
+        // Held deliveries are resumed even when the endpoint was enabled already (a node may
+        // have held one while it had not yet seen the change).
+        let resumed = self.resume_endpoint(&stored).await?;
+        if !current.spec.enabled {
+            self.announce_enabled(&stored, resumed).await;
+        }
+        Ok((stored, resumed))
+    }
+
+    /// What follows an endpoint's change of enabled state, whichever way it was made (the
+    /// `…/disable` and `…/enable` routes, an update's `enabled`, the auto-disable job):
+    /// enabling resumes its held deliveries; either way the tenant's system endpoints hear of
+    /// it.
+    pub async fn endpoint_state_changed(
+        &self,
+        before: &Endpoint,
+        after: &Endpoint,
+        reason: DisableReason,
+        failing: Option<&FailingEndpoint>,
+    ) {
+        match (before.spec.enabled, after.spec.enabled) {
+            (true, false) => {
+                let mut data = json!({ "endpoint_id": after.id, "reason": reason.as_str() });
+                if let Some(failing) = failing {
+                    data["failing_since"] = json!(rfc3339(failing.failing_since_ms / 1000));
+                    data["consecutive_failures"] = json!(failing.consecutive_failures);
+                }
+                tracing::info!(endpoint = %after.id, reason = reason.as_str(), "endpoint disabled");
+                self.send_system(&after.tenant_id, ENDPOINT_DISABLED, &after.id, data)
+                    .await;
+            }
+            (false, true) => match self.resume_endpoint(after).await {
+                Ok(resumed) => self.announce_enabled(after, resumed).await,
+                Err(e) => {
+                    tracing::error!(error = %e, endpoint = %after.id, "could not resume held deliveries; enable the endpoint again")
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// Makes the endpoint's held deliveries pending and forgets its failure streak.
+    async fn resume_endpoint(&self, endpoint: &Endpoint) -> Result<u64, StoreError> {
+        self.store.reset_failure_streak(&endpoint.id).await?;
+        let resumed = self.store.resume_held(&endpoint.id, now_millis()).await?;
+        if resumed > 0 {
+            self.dispatcher.note_backlog();
+        }
+        Ok(resumed)
+    }
+
+    async fn announce_enabled(&self, endpoint: &Endpoint, resumed: u64) {
+        tracing::info!(endpoint = %endpoint.id, resumed, "endpoint enabled");
+        self.send_system(
+            &endpoint.tenant_id,
+            ENDPOINT_ENABLED,
+            &endpoint.id,
+            json!({ "endpoint_id": endpoint.id, "resumed_deliveries": resumed }),
+        )
+        .await;
+    }
+
+    async fn send_system(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        endpoint: &str,
+        data: serde_json::Value,
+    ) {
+        if let Err(e) = self
+            .send_system_event(
+                tenant,
+                event_type,
+                json!({ "type": "endpoint", "id": endpoint }),
+                data,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, %tenant, event_type, "could not send a system event");
+        }
+    }
+
+    /// Disables every enabled endpoint that has failed continuously for
+    /// `delivery.disable_after` with at least `delivery.disable_min_attempts` failures in a
+    /// row; returns how many. (A periodic job: one node at a time.)
+    pub async fn disable_failing_endpoints(&self) -> Result<usize, StoreError> {
+        let after = self.config.delivery.disable_after;
+        if after.is_zero() {
+            return Ok(0);
+        }
+        let before = now_millis() - i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let failing = self
+            .store
+            .failing_endpoints(before, u64::from(self.config.delivery.disable_min_attempts))
+            .await?;
+        let mut disabled = 0;
+        for candidate in failing {
+            let Some(current) = self.store.directory().endpoint(&candidate.endpoint_id) else {
+                continue;
+            };
+            if !current.spec.enabled {
+                continue;
+            }
+            let mut changed = (*current).clone();
+            changed.spec.enabled = false;
+            changed.updated_at = now_unix();
+            let stored = self.put_endpoint(changed).await?;
+            self.endpoint_state_changed(
+                &current,
+                &stored,
+                DisableReason::Failing,
+                Some(&candidate),
+            )
+            .await;
+            disabled += 1;
+        }
+        Ok(disabled)
+    }
+}
