@@ -50,7 +50,7 @@ pub struct EventType {
     /// Free text.
     pub description: String,
     /// JSON Schema (draft 2020-12) that an event's `data` must satisfy; `null`: any data.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub schema: Option<serde_json::Value>,
     /// Kept for existing producers and subscribers; new integrations should not use it.
     pub deprecated: bool,

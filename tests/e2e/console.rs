@@ -253,7 +253,7 @@ async fn failed_attempts_show_their_error_replay_delivers_and_markup_stays_text(
     let (_, token) = engine.tenant("acme").await;
     let healthy = Arc::new(AtomicBool::new(false));
     let url = flaky_receiver(healthy.clone()).await;
-    engine
+    let endpoint = engine
         .endpoint(
             "acme",
             json!({"url": url, "event_types": ["order.created"], "description": XSS}),
@@ -295,6 +295,52 @@ async fn failed_attempts_show_their_error_replay_delivers_and_markup_stays_text(
         .await;
     assert_eq!(browser.text(".delivery .status").await, "delivered");
     assert_eq!(browser.find_all("tr.attempt").await.len(), 4);
+
+    // Recover since a time re-sends what died since then.
+    healthy.store(false, Ordering::SeqCst);
+    let second = engine.event("acme", "order.created", json!({"n": 2})).await;
+    let deliveries = engine
+        .settled("acme", &second, Duration::from_secs(10))
+        .await;
+    assert_eq!(deliveries[0]["status"], "dead");
+    healthy.store(true, Ordering::SeqCst);
+    browser
+        .open(&format!("/console/t/acme/endpoints/{endpoint}"))
+        .await;
+    let since = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let since = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}",
+        since.year(),
+        u8::from(since.month()),
+        since.day(),
+        since.hour(),
+        since.minute()
+    );
+    browser
+        .client
+        .execute(
+            "document.getElementById('f-recover-since').value = arguments[0];",
+            vec![json!(since)],
+        )
+        .await
+        .unwrap();
+    browser.click("#recover").await;
+    browser
+        .wait_for_text("Recovery queued.", Duration::from_secs(10))
+        .await;
+    let deliveries = engine
+        .settled("acme", &second, Duration::from_secs(10))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut status = deliveries[0]["status"].clone();
+    while status != "delivered" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = engine
+            .settled("acme", &second, Duration::from_secs(10))
+            .await[0]["status"]
+            .clone();
+    }
+    assert_eq!(status, "delivered", "recovered from the console");
 
     // An event type filter with markup comes back as text in the filter's control.
     browser

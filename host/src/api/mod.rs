@@ -50,6 +50,7 @@ pub(crate) mod inproc {
     pub(crate) use super::log::{LogParams, event_history, list_events};
     pub(crate) use super::plugins::put_tenant_plugin;
     pub(crate) use super::portal::{CreatePortalLink, base_url, portal_link};
+    pub(crate) use super::recovery::{Recover, recover};
     pub(crate) use super::tenants::{CreateTenant, create_tenant, delete_tenant};
 }
 

@@ -39,6 +39,10 @@ pub fn routes() -> Router<AppState> {
             "/console/t/{tenant}/endpoints/{endpoint}/test",
             axum::routing::post(super::messages::send_test_event),
         )
+        .route(
+            "/console/t/{tenant}/endpoints/{endpoint}/recover",
+            axum::routing::post(super::messages::recover_endpoint),
+        )
 }
 
 /// The health cells of an endpoint answer (its `health` object, where the engine gives one).
@@ -343,6 +347,16 @@ async fn render_form(
                             value=(endpoint["event_types"].as_array().and_then(|t| t.iter().filter_map(Value::as_str).find(|t| !t.contains('*'))).unwrap_or("wasmhook.test"));
                     }
                     button type="submit" id="send-test" { "Send test event" }
+                }
+                h2 { "Recover" }
+                form.row method="post" action=(format!("/console/t/{tenant}/endpoints/{id}/recover")) {
+                    (layout::csrf(session))
+                    div.field {
+                        label for="f-recover-since" { "Re-send failed and dead deliveries since (UTC)" }
+                        input id="f-recover-since" type="datetime-local" name="since" required;
+                        @if let Some(error) = errors.of("since") { p.error id="f-recover-since-error" role="alert" { (error) } }
+                    }
+                    button type="submit" id="recover" { "Recover" }
                 }
             }
             p { a href=(format!("/console/t/{tenant}/events?endpoint={id}")) { "Messages sent to this endpoint" } }

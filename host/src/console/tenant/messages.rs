@@ -85,6 +85,7 @@ async fn log(
     session: Session,
     Path(tenant): Path<String>,
     Query(mut params): Query<LogParams>,
+    Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
     tenant_scope(&state, &session, &tenant)?;
     let shown = params.clone();
@@ -114,6 +115,7 @@ async fn log(
     let status = shown.status.as_deref().unwrap_or("");
     let body = html! {
         h1 { "Messages" }
+        (layout::notice(done.done.as_deref()))
         form.panel method="get" action=(base) aria-label="Filter messages" {
             div.row {
                 div.field {
@@ -303,6 +305,33 @@ async fn replay(
     .await?;
     Ok(see_other(&format!(
         "/console/t/{tenant}/events/{event}?done=replayed"
+    )))
+}
+
+/// `POST /console/t/{tenant}/endpoints/{endpoint}/recover`: re-sends, once, every failed or dead
+/// delivery of the endpoint since the time given (`since`, from a `datetime-local` field, read
+/// as UTC), then shows the endpoint's messages.
+pub async fn recover_endpoint(
+    State(state): State<AppState>,
+    session: Session,
+    Path((tenant, endpoint)): Path<(String, String)>,
+    form: FormData,
+) -> Result<Response, PageError> {
+    tenant_scope(&state, &session, &tenant)?;
+    check_post(&session, &form)?;
+    // `datetime-local` gives `2026-12-01T10:00` (no seconds, no offset): UTC, as the log shows.
+    let since = local_time(&form.text("since")).unwrap_or_default();
+    let body: inproc::Recover = serde_json::from_value(serde_json::json!({ "since": since }))
+        .map_err(|e| PageError::Api(ApiError::invalid("since", e.to_string())))?;
+    inproc::recover(
+        State(state.clone()),
+        session.caller(),
+        Path((tenant.clone(), endpoint.clone())),
+        ApiJson(body),
+    )
+    .await?;
+    Ok(see_other(&format!(
+        "/console/t/{tenant}/events?endpoint={endpoint}&done=recovered"
     )))
 }
 

@@ -141,13 +141,22 @@ pub(super) async fn delete(db: &Db, tenant: &str, name: &str) -> Result<bool, St
 
 /// Sets the tenant's strictness.
 pub(super) async fn set_strict(db: &Db, tenant: &str, strict: bool) -> Result<(), StoreError> {
-    write(
+    // Nothing is written for a tenant that is gone (deleted meanwhile): `NotFound`, not a
+    // foreign-key error.
+    let changed = write(
         db,
-        "INSERT INTO event_type_settings (tenant_id, strict_event_types) VALUES ($1, $2)
+        "INSERT INTO event_type_settings (tenant_id, strict_event_types)
+         SELECT $1::text, $2 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::text)
          ON CONFLICT (tenant_id) DO UPDATE SET strict_event_types = EXCLUDED.strict_event_types",
         &[&tenant, &strict],
     )
     .await?;
+    if changed == 0 {
+        return Err(StoreError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        });
+    }
     Ok(())
 }
 

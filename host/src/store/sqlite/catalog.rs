@@ -114,12 +114,22 @@ pub(super) fn delete(conn: &Connection, tenant: &str, name: &str) -> Result<bool
 
 /// Sets the tenant's strictness.
 pub(super) fn set_strict(conn: &Connection, tenant: &str, strict: bool) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO event_type_settings (tenant_id, strict_event_types) VALUES (?1, ?2)
-         ON CONFLICT (tenant_id) DO UPDATE SET strict_event_types = excluded.strict_event_types",
-        params![tenant, strict],
-    )
-    .db()?;
+    // Nothing is written for a tenant that is gone (deleted meanwhile): `NotFound`, not a
+    // foreign-key error.
+    let changed = conn
+        .execute(
+            "INSERT INTO event_type_settings (tenant_id, strict_event_types)
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)
+             ON CONFLICT (tenant_id) DO UPDATE SET strict_event_types = excluded.strict_event_types",
+            params![tenant, strict],
+        )
+        .db()?;
+    if changed == 0 {
+        return Err(StoreError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        });
+    }
     bump(conn, Aggregate::EventTypes)
 }
 
