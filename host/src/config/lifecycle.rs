@@ -53,8 +53,8 @@ impl Default for RetentionConfig {
             delivered: 30 * DAY,
             dead: 90 * DAY,
             idempotency_keys: 7 * DAY,
-            batch_size: 1000,
-            batch_pause: Duration::from_millis(50),
+            batch_size: 100,
+            batch_pause: Duration::from_millis(10),
             tenants: BTreeMap::new(),
         }
     }

@@ -27,16 +27,23 @@ impl HealthTracker {
     /// Adds one attempt's outcome.
     pub fn record(&self, tenant: &str, endpoint: &str, at_ms: i64, success: bool) {
         let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
-        if deltas.len() >= MAX_TRACKED && !deltas.contains_key(endpoint) {
-            return;
+        // No allocation for an endpoint already tracked (the common case on the hot path).
+        if !deltas.contains_key(endpoint) {
+            if deltas.len() >= MAX_TRACKED {
+                return;
+            }
+            deltas.insert(
+                endpoint.to_string(),
+                HealthDelta {
+                    endpoint_id: endpoint.to_string(),
+                    tenant_id: tenant.to_string(),
+                    ..HealthDelta::default()
+                },
+            );
         }
-        let delta = deltas
-            .entry(endpoint.to_string())
-            .or_insert_with(|| HealthDelta {
-                endpoint_id: endpoint.to_string(),
-                tenant_id: tenant.to_string(),
-                ..HealthDelta::default()
-            });
+        let Some(delta) = deltas.get_mut(endpoint) else {
+            return;
+        };
         if success {
             delta.last_success_ms = delta.last_success_ms.max(Some(at_ms));
             delta.trailing_failures = 0;

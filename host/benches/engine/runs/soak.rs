@@ -121,7 +121,7 @@ async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::
         "soak-no-pruner"
     };
     let extra_config = if pruner {
-        "[retention]\nenabled = true\ndelivered = \"2s\"\nbatch_size = 1000\nbatch_pause = \"20ms\"\n\n\
+        "[retention]\nenabled = true\ndelivered = \"2s\"\n\n\
          [jobs]\ninterval = \"1s\"\nlease_ttl = \"5s\"\n"
     } else {
         "[retention]\nenabled = false\n"

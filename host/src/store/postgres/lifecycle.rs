@@ -303,7 +303,7 @@ pub(super) async fn prune_events(
         events: ids.len() as u64,
         ..PruneCounts::default()
     };
-    if !ids.is_empty() {
+    if !ids.is_empty() && request.dry_run {
         let deliveries: i64 = tx
             .query_one(
                 "SELECT count(*) FROM deliveries WHERE event_id = ANY($1)",
@@ -325,12 +325,23 @@ pub(super) async fn prune_events(
             .db()?;
         counts.deliveries = uncount(deliveries);
         counts.attempts = uncount(attempts);
-        if !request.dry_run {
-            // Deliveries and attempts go with them (ON DELETE CASCADE).
-            tx.execute("DELETE FROM events WHERE id = ANY($1)", &[&ids])
-                .await
-                .db()?;
-        }
+    } else if !ids.is_empty() {
+        // Children first, each delete counting what it removed.
+        counts.attempts = tx
+            .execute(
+                "DELETE FROM attempts WHERE delivery_id IN
+                   (SELECT id FROM deliveries WHERE event_id = ANY($1))",
+                &[&ids],
+            )
+            .await
+            .db()?;
+        counts.deliveries = tx
+            .execute("DELETE FROM deliveries WHERE event_id = ANY($1)", &[&ids])
+            .await
+            .db()?;
+        tx.execute("DELETE FROM events WHERE id = ANY($1)", &[&ids])
+            .await
+            .db()?;
     }
     tx.commit().await.db()?;
     if !request.dry_run {

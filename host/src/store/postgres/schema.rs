@@ -173,7 +173,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_log ON deliveries(event_id, status, endpoint_id);
     "#,
     // 5: running for months (as SQLite's migration 5): endpoint health and its buckets, held
-    // deliveries, the periodic jobs' lease, one-time notices, idempotency keys by age.
+    // deliveries, the periodic jobs' lease, one-time notices, idempotency keys by age; the two
+    // indexes that `events_log` and `deliveries_log` begin with are dropped.
     r#"
     CREATE TABLE endpoint_health (
         endpoint_id          TEXT PRIMARY KEY,
@@ -207,6 +208,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_claimable ON deliveries(next_attempt_at, id)
         WHERE status = 'pending' AND lease_owner IS NULL;
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);
+    DROP INDEX events_by_tenant;
+    DROP INDEX deliveries_by_event;
     "#,
 ];
 

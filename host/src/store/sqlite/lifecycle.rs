@@ -277,24 +277,39 @@ pub(super) fn prune_events(
         .collect::<Result<_, _>>()
         .db()?;
     let mut counts = PruneCounts::default();
-    let mut deliveries = conn
-        .prepare_cached("SELECT count(*) FROM deliveries WHERE event_id = ?1")
-        .db()?;
-    let mut attempts = conn
-        .prepare_cached(
-            "SELECT count(*) FROM attempts a JOIN deliveries d ON a.delivery_id = d.id
-             WHERE d.event_id = ?1",
-        )
-        .db()?;
-    let mut delete = conn
-        .prepare_cached("DELETE FROM events WHERE id = ?1")
-        .db()?;
-    for id in &ids {
-        counts.deliveries += uncount(deliveries.query_row([id], |r| r.get(0)).db()?);
-        counts.attempts += uncount(attempts.query_row([id], |r| r.get(0)).db()?);
-        if !request.dry_run {
-            // Deliveries and attempts go with it (ON DELETE CASCADE).
-            delete.execute([id]).db()?;
+    if request.dry_run {
+        let mut deliveries = conn
+            .prepare_cached("SELECT count(*) FROM deliveries WHERE event_id = ?1")
+            .db()?;
+        let mut attempts = conn
+            .prepare_cached(
+                "SELECT count(*) FROM attempts a JOIN deliveries d ON a.delivery_id = d.id
+                 WHERE d.event_id = ?1",
+            )
+            .db()?;
+        for id in &ids {
+            counts.deliveries += uncount(deliveries.query_row([id], |r| r.get(0)).db()?);
+            counts.attempts += uncount(attempts.query_row([id], |r| r.get(0)).db()?);
+        }
+    } else {
+        // Children first, each delete counting what it removed (the cascade would do the same
+        // work without telling how much).
+        let mut attempts = conn
+            .prepare_cached(
+                "DELETE FROM attempts WHERE delivery_id IN
+                   (SELECT id FROM deliveries WHERE event_id = ?1)",
+            )
+            .db()?;
+        let mut deliveries = conn
+            .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")
+            .db()?;
+        let mut events = conn
+            .prepare_cached("DELETE FROM events WHERE id = ?1")
+            .db()?;
+        for id in &ids {
+            counts.attempts += attempts.execute([id]).db()? as u64;
+            counts.deliveries += deliveries.execute([id]).db()? as u64;
+            events.execute([id]).db()?;
         }
     }
     counts.events = ids.len() as u64;

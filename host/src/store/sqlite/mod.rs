@@ -292,7 +292,8 @@ impl Backend for SqliteBackend {
             self.read(move |conn| lifecycle::prune_events(conn, &request))
                 .await
         } else {
-            self.write(move |conn| lifecycle::prune_events(conn, &request))
+            self.writer
+                .write_background(move |conn| lifecycle::prune_events(conn, &request))
                 .await
         }
     }
@@ -308,7 +309,10 @@ impl Backend for SqliteBackend {
             self.read(move |conn| lifecycle::prune_keys(conn, before, now_ms, limit, true))
                 .await
         } else {
-            self.write(move |conn| lifecycle::prune_keys(conn, before, now_ms, limit, false))
+            self.writer
+                .write_background(move |conn| {
+                    lifecycle::prune_keys(conn, before, now_ms, limit, false)
+                })
                 .await
         }
     }

@@ -5,6 +5,12 @@
 //! does not poison its neighbours), commits once, and only then answers each caller. So a burst of
 //! N concurrent ingests costs one fsync, not N, and nobody is told "accepted" before the data is
 //! durable.
+//!
+//! Background writes (retention's deletes, [`Writer::write_background`]) never join a group:
+//! they wait while other writes are queued and run alone, in their own transaction, when the
+//! queue is empty, or once they have waited [`BACKGROUND_MAX_WAIT`] (so they make progress under
+//! any load). An ingest is then held up by at most one small
+//! background write, never by a group that grew with one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +29,19 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// hands back its completion, to be told why.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
+/// A queued write and whether it is background work.
+struct Queued {
+    job: Job,
+    background: bool,
+}
+
+/// Background writes waiting for a quiet moment, with when each was queued.
+type Deferred = std::collections::VecDeque<(std::time::Instant, Job)>;
+
+/// A background write runs at the latest this long after it was queued, however busy the
+/// writer is.
+const BACKGROUND_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Counters describing how well writes are grouped.
 #[derive(Debug, Default)]
 struct Counters {
@@ -34,7 +53,7 @@ struct Counters {
 /// (after committing what was queued).
 #[derive(Clone)]
 pub(super) struct Writer {
-    sender: mpsc::UnboundedSender<Job>,
+    sender: mpsc::UnboundedSender<Queued>,
     counters: Arc<Counters>,
 }
 
@@ -92,9 +111,31 @@ impl Writer {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Like [`Writer::write`], as background work (see the module documentation).
+    pub(super) async fn write_background<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.queue(op, true, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Queues `op` without waiting; `done` receives its result once committed (or why it was
     /// not: `WriterGone` if the writer has stopped).
     pub(super) fn submit<T, F, D>(&self, op: F, done: D)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        D: FnOnce(Result<T, StoreError>) + Send + 'static,
+    {
+        self.queue(op, false, done)
+    }
+
+    fn queue<T, F, D>(&self, op: F, background: bool, done: D)
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -110,8 +151,8 @@ impl Writer {
                 })
             })
         });
-        if let Err(mpsc::error::SendError(job)) = self.sender.send(job) {
-            job(None)(Err(StoreError::WriterGone));
+        if let Err(mpsc::error::SendError(queued)) = self.sender.send(Queued { job, background }) {
+            (queued.job)(None)(Err(StoreError::WriterGone));
         }
     }
 
@@ -150,45 +191,92 @@ fn in_savepoint<T>(
 
 fn run(
     conn: Connection,
-    mut receiver: mpsc::UnboundedReceiver<Job>,
+    mut receiver: mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
     counters: &Counters,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let outcome = match exec(&conn, "BEGIN IMMEDIATE") {
-            Ok(()) => {
-                completions.extend(batch.drain(..).map(|job| job(Some(&conn))));
-                exec(&conn, "COMMIT").map_err(|e| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    StoreError::Commit(e.to_string())
-                })
-            }
-            Err(e) => {
-                // Nothing ran: every caller is told why, and nothing of theirs was written.
-                completions.extend(batch.drain(..).map(|job| job(None)));
-                Err(StoreError::Commit(e.to_string()))
+    // Background writes waiting for a quiet moment, with when they were queued.
+    let mut deferred = Deferred::new();
+    let mut open = true;
+    loop {
+        // Foreground writes first: whatever is queued (waiting for one when nothing is).
+        let take = |queued: Queued, batch: &mut Vec<Job>, deferred: &mut Deferred| {
+            if queued.background {
+                deferred.push_back((std::time::Instant::now(), queued.job));
+            } else {
+                batch.push(queued.job);
             }
         };
-        match &outcome {
-            Ok(()) => {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .writes
-                    .fetch_add(completions.len() as u64, Ordering::Relaxed);
+        if open && deferred.is_empty() {
+            match receiver.blocking_recv() {
+                Some(queued) => take(queued, &mut batch, &mut deferred),
+                None => open = false,
             }
-            Err(e) => tracing::error!(error = %e, "store commit failed"),
         }
-        for completion in completions.drain(..) {
-            completion(outcome.clone());
+        while open && batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(queued) => take(queued, &mut batch, &mut deferred),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
         }
+        // A background write runs alone when nothing else waits, or once it waited too long.
+        let overdue = deferred
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= BACKGROUND_MAX_WAIT);
+        if (batch.is_empty() || overdue)
+            && let Some((_, job)) = deferred.pop_front()
+        {
+            if !batch.is_empty() {
+                commit_group(&conn, &mut batch, &mut completions, counters);
+            }
+            batch.push(job);
+            commit_group(&conn, &mut batch, &mut completions, counters);
+            continue;
+        }
+        if batch.is_empty() {
+            if !open && deferred.is_empty() {
+                return;
+            }
+            continue;
+        }
+        commit_group(&conn, &mut batch, &mut completions, counters);
+    }
+}
+
+/// Runs the writes of `batch` in one transaction, commits, and answers each.
+fn commit_group(
+    conn: &Connection,
+    batch: &mut Vec<Job>,
+    completions: &mut Vec<Completion>,
+    counters: &Counters,
+) {
+    let outcome = match exec(conn, "BEGIN IMMEDIATE") {
+        Ok(()) => {
+            completions.extend(batch.drain(..).map(|job| job(Some(conn))));
+            exec(conn, "COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                StoreError::Commit(e.to_string())
+            })
+        }
+        Err(e) => {
+            // Nothing ran: every caller is told why, and nothing of theirs was written.
+            completions.extend(batch.drain(..).map(|job| job(None)));
+            Err(StoreError::Commit(e.to_string()))
+        }
+    };
+    match &outcome {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(completions.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => tracing::error!(error = %e, "store commit failed"),
+    }
+    for completion in completions.drain(..) {
+        completion(outcome.clone());
     }
 }
