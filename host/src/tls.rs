@@ -253,6 +253,28 @@ pub fn check_certificate(
             what: "private key",
             reason: format!("not usable for TLS client authentication: {e}"),
         })?;
+    summarize(&leaf, &chain[0], what)
+}
+
+/// The summary of a stored certificate chain's leaf (checked against its key at upload), read
+/// without the key: e.g. its `notAfter` for the expiry warnings.
+pub fn leaf_summary(cert_chain_pem: &str) -> Result<CertificateSummary, TlsError> {
+    let what = "certificate chain";
+    let chain = parse_pem_certificates(cert_chain_pem, what)?;
+    let der = chain.first().ok_or(TlsError::NoCertificate { what })?;
+    let leaf = X509::from_der(der).map_err(|e| TlsError::InvalidCertificate {
+        what,
+        index: 1,
+        reason: format!("not a valid X.509 certificate: {e}"),
+    })?;
+    summarize(&leaf, der, what)
+}
+
+fn summarize(
+    leaf: &X509,
+    der: &CertificateDer<'_>,
+    what: &'static str,
+) -> Result<CertificateSummary, TlsError> {
     let invalid = |reason: String| TlsError::InvalidCertificate {
         what,
         index: 1,
@@ -263,7 +285,7 @@ pub fn check_certificate(
         issuer: name_to_string(leaf.issuer_name()),
         not_before: asn1_to_unix(leaf.not_before()).map_err(invalid)?,
         not_after: asn1_to_unix(leaf.not_after()).map_err(invalid)?,
-        sha256_fingerprint: hex::encode(Sha256::digest(chain[0].as_ref())),
+        sha256_fingerprint: hex::encode(Sha256::digest(der.as_ref())),
     })
 }
 

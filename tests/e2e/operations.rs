@@ -718,6 +718,10 @@ async fn the_operator_hears_of_plugin_load_failures_and_swaps() {
             );
         }
     };
+    let sha256_hex = |bytes: &[u8]| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    };
     let v1 = crate::support::plugin_host::guest("swap_v1");
     let v2 = crate::support::plugin_host::guest("swap_v2");
     let path = dir.join("swap.wasm");
@@ -732,20 +736,28 @@ async fn the_operator_hears_of_plugin_load_failures_and_swaps() {
     assert!(failed["error"].as_str().unwrap().len() > 3, "{failed}");
 
     change(Box::new({
-        let path = path.clone();
-        move || std::fs::write(path, v1).unwrap()
+        let (path, bytes) = (path.clone(), v1.clone());
+        move || std::fs::write(path, bytes).unwrap()
     }))
     .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     change(Box::new({
-        let (dir, path) = (dir.clone(), path.clone());
+        let (dir, path, bytes) = (dir.clone(), path.clone(), v2.clone());
         move || {
-            std::fs::write(dir.join(".swap.wasm.tmp"), v2).unwrap();
+            std::fs::write(dir.join(".swap.wasm.tmp"), bytes).unwrap();
             std::fs::rename(dir.join(".swap.wasm.tmp"), path).unwrap();
         }
     }))
     .await;
     let swapped = wait_for_system_event(&system, "plugin.swapped", Duration::from_secs(10)).await;
     assert_eq!(swapped["plugin"], "swap", "{swapped}");
-    assert!(swapped["sha256"].as_str().unwrap().len() == 64, "{swapped}");
+    // v1 replaced a file that had failed to load (nothing was serving): not a swap. The one swap
+    // is v2 over v1.
+    assert_eq!(swapped["sha256"], sha256_hex(&v2), "{swapped}");
+    assert_eq!(swapped["previous_sha256"], sha256_hex(&v1), "{swapped}");
+    let swaps = system_events(&system)
+        .iter()
+        .filter(|(t, _)| t == "plugin.swapped")
+        .count();
+    assert_eq!(swaps, 1, "{:?}", system_events(&system));
 }

@@ -74,7 +74,7 @@ pub struct EndpointView {
     /// Mutual TLS settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
-    /// Disabled endpoints get no new deliveries.
+    /// A disabled endpoint is not attempted: its deliveries are held until it is enabled.
     pub enabled: bool,
     /// Attempts in flight to this endpoint at most, across the cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -618,31 +618,31 @@ pub async fn list_endpoints(
 ) -> Result<ApiJson<Vec<EndpointView>>, ApiError> {
     caller.tenant(&state, &tenant)?;
     let endpoints = state.engine.store.directory().endpoints_of(&tenant);
-    let views = endpoints.iter().map(|e| view(&state, e)).collect();
-    Ok(ApiJson(with_health(&state, views).await))
+    let mut views: Vec<EndpointView> = endpoints.iter().map(|e| view(&state, e)).collect();
+    add_health(&state, &mut views).await;
+    Ok(ApiJson(views))
 }
 
-/// The views with their endpoints' health (left out, with a warning, when the store cannot
-/// read it: the endpoints still list).
-async fn with_health(state: &AppState, mut views: Vec<EndpointView>) -> Vec<EndpointView> {
+/// Fills in the views' health (left out, with a warning, when the store cannot read it: the
+/// endpoints still show).
+async fn add_health(state: &AppState, views: &mut [EndpointView]) {
     let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
     match state.engine.endpoint_health(&ids).await {
         Ok(mut health) => {
-            for view in &mut views {
+            for view in views {
                 view.health = health.remove(&view.id);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read endpoint health"),
     }
-    views
 }
 
+/// The endpoint as answers show it, with its health.
 async fn view_with_health(state: &AppState, endpoint: &Endpoint) -> EndpointView {
-    let views = with_health(state, vec![view(state, endpoint)]).await;
-    views
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| view(state, endpoint))
+    let mut views = [view(state, endpoint)];
+    add_health(state, &mut views).await;
+    let [view] = views;
+    view
 }
 
 fn find(state: &AppState, tenant: &str, id: &str) -> Result<std::sync::Arc<Endpoint>, ApiError> {
@@ -680,7 +680,6 @@ pub async fn disable_endpoint(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<ApiJson<EndpointView>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    find(&state, &tenant, &id)?;
     let endpoint = state
         .engine
         .disable_endpoint(&tenant, &id, crate::engine::DisableReason::Manual)
@@ -699,8 +698,7 @@ pub async fn enable_endpoint(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<ApiJson<EndpointView>, ApiError> {
     caller.tenant(&state, &tenant)?;
-    find(&state, &tenant, &id)?;
-    let (endpoint, _resumed) = state.engine.enable_endpoint(&tenant, &id).await?;
+    let endpoint = state.engine.enable_endpoint(&tenant, &id).await?;
     Ok(ApiJson(view_with_health(&state, &endpoint).await))
 }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use bodies::{BodyCache, HeldBodies};
-pub use health::{HEALTH_FLUSH, HealthTracker};
+use health::HealthTracker;
 pub use probe::ProbeResult;
 pub use retry::RetryPolicy;
 

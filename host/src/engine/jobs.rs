@@ -66,15 +66,19 @@ impl Engine {
         let now = now_unix();
         let tenants = self.store.directory().tenants();
         for tenant in tenants {
-            if self.store.directory().system_subscribers(&tenant.id) == Default::default() {
+            if self
+                .store
+                .directory()
+                .system_subscribers(&tenant.id)
+                .is_empty()
+            {
                 continue;
             }
             for record in self.store.client_certificates(&tenant.id).await? {
                 let Some(pem) = &record.certificate_pem else {
                     continue;
                 };
-                let Ok(summary) = crate::tls::check_certificate(pem, &record.private_key_pem)
-                else {
+                let Ok(summary) = crate::tls::leaf_summary(pem) else {
                     continue;
                 };
                 let left = summary.not_after - now;

@@ -54,43 +54,45 @@ impl Engine {
         reason: DisableReason,
     ) -> Result<Arc<Endpoint>, StoreError> {
         let current = self.tenant_endpoint(tenant, endpoint)?;
-        if !current.spec.enabled {
-            return Ok(current);
-        }
-        let mut changed = (*current).clone();
-        changed.spec.enabled = false;
-        changed.updated_at = now_unix();
-        let stored = self.put_endpoint(changed).await?;
-        self.endpoint_state_changed(&current, &stored, reason, None)
-            .await;
-        Ok(stored)
+        self.set_enabled(&current, false, reason, None).await
     }
 
-    /// Enables the tenant's endpoint: its held deliveries are sent in order of creation. Returns
-    /// the endpoint and how many held deliveries resumed.
+    /// Enables the tenant's endpoint: its held deliveries are sent in order of creation.
     pub async fn enable_endpoint(
         &self,
         tenant: &str,
         endpoint: &str,
-    ) -> Result<(Arc<Endpoint>, u64), StoreError> {
+    ) -> Result<Arc<Endpoint>, StoreError> {
         let current = self.tenant_endpoint(tenant, endpoint)?;
-        let mut changed = (*current).clone();
-        changed.spec.enabled = true;
-        if !current.spec.enabled {
-            changed.updated_at = now_unix();
+        if current.spec.enabled {
+            // Held deliveries are resumed even so: a node may have held one before it saw the
+            // endpoint enabled.
+            self.resume_endpoint(&current).await?;
+            return Ok(current);
         }
-        let stored = if current.spec.enabled {
-            current.clone()
-        } else {
-            self.put_endpoint(changed).await?
-        };
-        // Held deliveries are resumed even when the endpoint was enabled already (a node may
-        // have held one while it had not yet seen the change).
-        let resumed = self.resume_endpoint(&stored).await?;
-        if !current.spec.enabled {
-            self.announce_enabled(&stored, resumed).await;
+        self.set_enabled(&current, true, DisableReason::Manual, None)
+            .await
+    }
+
+    /// Stores `current` with `enabled` and does what follows (see
+    /// [`Engine::endpoint_state_changed`]); `current` itself when nothing changes.
+    async fn set_enabled(
+        &self,
+        current: &Arc<Endpoint>,
+        enabled: bool,
+        reason: DisableReason,
+        failing: Option<&FailingEndpoint>,
+    ) -> Result<Arc<Endpoint>, StoreError> {
+        if current.spec.enabled == enabled {
+            return Ok(current.clone());
         }
-        Ok((stored, resumed))
+        let mut changed = (**current).clone();
+        changed.spec.enabled = enabled;
+        changed.updated_at = now_unix().max(current.updated_at + 1);
+        let stored = self.put_endpoint(changed).await?;
+        self.endpoint_state_changed(current, &stored, reason, failing)
+            .await;
+        Ok(stored)
     }
 
     /// What follows an endpoint's change of enabled state, whichever way it was made (the
@@ -112,8 +114,13 @@ impl Engine {
                     data["consecutive_failures"] = json!(failing.consecutive_failures);
                 }
                 tracing::info!(endpoint = %after.id, reason = reason.as_str(), "endpoint disabled");
-                self.send_system(&after.tenant_id, ENDPOINT_DISABLED, &after.id, data)
-                    .await;
+                self.send_or_log(
+                    &after.tenant_id,
+                    ENDPOINT_DISABLED,
+                    json!({ "type": "endpoint", "id": after.id }),
+                    data,
+                )
+                .await;
             }
             (false, true) => match self.resume_endpoint(after).await {
                 Ok(resumed) => self.announce_enabled(after, resumed).await,
@@ -137,33 +144,13 @@ impl Engine {
 
     async fn announce_enabled(&self, endpoint: &Endpoint, resumed: u64) {
         tracing::info!(endpoint = %endpoint.id, resumed, "endpoint enabled");
-        self.send_system(
+        self.send_or_log(
             &endpoint.tenant_id,
             ENDPOINT_ENABLED,
-            &endpoint.id,
+            json!({ "type": "endpoint", "id": endpoint.id }),
             json!({ "endpoint_id": endpoint.id, "resumed_deliveries": resumed }),
         )
         .await;
-    }
-
-    async fn send_system(
-        &self,
-        tenant: &str,
-        event_type: &str,
-        endpoint: &str,
-        data: serde_json::Value,
-    ) {
-        if let Err(e) = self
-            .send_system_event(
-                tenant,
-                event_type,
-                json!({ "type": "endpoint", "id": endpoint }),
-                data,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, %tenant, event_type, "could not send a system event");
-        }
     }
 
     /// Disables every enabled endpoint that has failed continuously for
@@ -184,21 +171,11 @@ impl Engine {
             let Some(current) = self.store.directory().endpoint(&candidate.endpoint_id) else {
                 continue;
             };
-            if !current.spec.enabled {
-                continue;
+            if current.spec.enabled {
+                self.set_enabled(&current, false, DisableReason::Failing, Some(&candidate))
+                    .await?;
+                disabled += 1;
             }
-            let mut changed = (*current).clone();
-            changed.spec.enabled = false;
-            changed.updated_at = now_unix();
-            let stored = self.put_endpoint(changed).await?;
-            self.endpoint_state_changed(
-                &current,
-                &stored,
-                DisableReason::Failing,
-                Some(&candidate),
-            )
-            .await;
-            disabled += 1;
         }
         Ok(disabled)
     }

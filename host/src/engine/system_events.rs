@@ -77,7 +77,7 @@ impl Engine {
         data: Value,
     ) -> Result<usize, StoreError> {
         let subscribers = self.store.directory().system_subscribers(tenant);
-        let deliveries = subscribers.attempted.len() + subscribers.held.len();
+        let deliveries = subscribers.len();
         if deliveries == 0 {
             return Ok(0);
         }
@@ -119,7 +119,15 @@ impl Engine {
         }
     }
 
-    async fn send_or_log(&self, tenant: &str, event_type: &str, resource: Value, data: Value) {
+    /// [`Engine::send_system_event`], its failure only logged (a system event never fails what
+    /// caused it).
+    pub(super) async fn send_or_log(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        resource: Value,
+        data: Value,
+    ) {
         if let Err(e) = self
             .send_system_event(tenant, event_type, resource, data)
             .await

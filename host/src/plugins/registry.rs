@@ -488,7 +488,7 @@ pub enum PluginEvent {
         /// SHA-256 (hex) of the new version.
         sha256: String,
         /// SHA-256 (hex) of the version it replaced.
-        previous_sha256: Option<String>,
+        previous_sha256: String,
     },
 }
 
@@ -745,9 +745,11 @@ impl PluginRegistry {
             Ok(plugin) => {
                 let mut t = self.write();
                 t.removed.remove(name);
-                let previous_sha256 = t
+                // A version that was serving (not a file that failed to load) is being swapped.
+                let serving_sha256 = t
                     .directory
                     .get(name)
+                    .filter(|slot| slot.status.live)
                     .and_then(|slot| slot.status.sha256.clone());
                 let replaced = t
                     .directory
@@ -763,7 +765,7 @@ impl PluginRegistry {
                     .is_some();
                 tracing::info!(plugin = name, sha256 = %sha, replaced, "directory plugin is live");
                 drop(t);
-                if replaced {
+                if let Some(previous_sha256) = serving_sha256 {
                     self.report(PluginEvent::Swapped {
                         plugin: name.to_string(),
                         sha256: sha,

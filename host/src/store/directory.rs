@@ -134,3 +134,15 @@ pub struct Subscribers {
     /// Disabled endpoints: their deliveries are held until the endpoint is enabled.
     pub held: Vec<String>,
 }
+
+impl Subscribers {
+    /// Deliveries the event gets.
+    pub fn len(&self) -> usize {
+        self.attempted.len() + self.held.len()
+    }
+
+    /// True when the event goes nowhere.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
