@@ -78,6 +78,17 @@ async fn portal_link(engine: &TestEngine, tenant: &str, body: serde_json::Value)
 async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_it_delivered() {
     let engine = TestEngine::start().await;
     engine.tenant("acme").await;
+    // A catalog: the endpoint form offers its types.
+    for event_type in [
+        json!({"name": "invoice.paid", "description": "An invoice was paid"}),
+        json!({"name": "invoice.voided", "description": "", "deprecated": true}),
+    ] {
+        let (status, body) = engine
+            .api
+            .post("/v1/tenants/acme/event-types", event_type)
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
     let receiver = Receiver::ok().await;
     let browser = Browser::start(&engine.server.url()).await;
 
@@ -107,6 +118,28 @@ async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_i
             .screenshot(&format!("operator-{}", page.rsplit('/').next().unwrap()))
             .await;
     }
+    // The plugins page follows the directory live: a plugin dropped in shows up, then its
+    // failed replacement, without reloading the page.
+    browser.open("/console/admin/plugins").await;
+    assert!(!browser.source().await.contains("livecheck"));
+    let dir = engine.server.engine.config.plugins_dir();
+    std::fs::write(
+        dir.join("livecheck.wasm"),
+        crate::support::plugin_host::guest("swap_v1"),
+    )
+    .unwrap();
+    browser
+        .wait_for_text_in_place("livecheck", Duration::from_secs(15))
+        .await;
+    std::fs::write(dir.join("livecheck.wasm"), b"not wasm").unwrap();
+    browser
+        .wait_for_text_in_place("previous version serving", Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        browser.path().await,
+        "/console/admin/plugins",
+        "never navigated"
+    );
     browser.click("form[action='/console/logout'] button").await;
     browser.wait_for_path("/console/login").await;
 
@@ -120,8 +153,12 @@ async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_i
     // Steps are added first; each brings the form its plugin's schema describes.
     browser.choose("#f-add-plugin", "api-key").await;
     browser.click("button[value=add]").await;
+    browser.find("#f-steps-0-config-key").await; // the page with the first step
     browser.choose("#f-add-plugin", "jwe").await;
     browser.click("button[value=add]").await;
+    // The page with both steps (the one before had step 0 already: reading it while the
+    // navigation is under way would hold an element about to go stale).
+    browser.find("#f-steps-1-config-alg").await;
     let key = browser.find("#f-steps-0-config-key").await;
     assert_eq!(key.attr("type").await.unwrap().as_deref(), Some("password"));
     assert_eq!(
@@ -150,7 +187,19 @@ async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_i
 
     // A URL the API refuses: its error appears next to the URL field.
     browser.fill("#f-url", "ftp://example.com/hook").await;
-    browser.fill("#f-event-types", "invoice.paid").await;
+    // The catalog's types are checkboxes (a deprecated one marked); patterns are typed.
+    assert!(
+        browser
+            .text("#f-catalog-types")
+            .await
+            .contains("deprecated"),
+        "{}",
+        browser.text("#f-catalog-types").await
+    );
+    browser
+        .click("input[name=catalog_types][value='invoice.paid']")
+        .await;
+    browser.fill("#f-event-types", "order.*").await;
     browser.fill("#f-steps-0-config-key", "k-123").await;
     browser
         .fill("#f-steps-1-config-recipient", &recipient)
@@ -186,7 +235,7 @@ async fn a_portal_link_lets_a_tenant_build_an_api_key_and_jwe_endpoint_and_see_i
     // Stored as the forms said.
     let (_, endpoints) = engine.api.get("/v1/tenants/acme/endpoints").await;
     let endpoint = &endpoints[0];
-    assert_eq!(endpoint["event_types"], json!(["invoice.paid"]));
+    assert_eq!(endpoint["event_types"], json!(["invoice.paid", "order.*"]));
     assert_eq!(endpoint["steps"][0]["plugin"], "api-key");
     assert_eq!(endpoint["steps"][0]["config"]["header"], "x-api-key");
     assert_eq!(endpoint["steps"][1]["plugin"], "jwe");

@@ -146,6 +146,14 @@ impl FormData {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of `name` (checkboxes sharing a name), in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The first value of `name`, trimmed; `None` when empty.
     pub fn text(&self, name: &str) -> Option<String> {
         self.get(name)

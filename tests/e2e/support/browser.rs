@@ -199,6 +199,23 @@ impl Browser {
         }
     }
 
+    /// Waits until the page shows `needle` WITHOUT reloading it (what the page's own script
+    /// updates).
+    pub async fn wait_for_text_in_place(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let body = self.text("body").await;
+            if body.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` did not appear in place within {within:?}:\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Saves a screenshot as `target/console-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();

@@ -42,3 +42,19 @@ document.addEventListener("submit", async (event) => {
   if (response.ok) { window.location.reload(); return; }
   status.textContent = (answer.error && answer.error.message) || ("Upload failed: " + response.status);
 });
+
+// Regions with an id and data-live="ms" stay current: while the tab is visible the page is
+// fetched again every that many milliseconds and the region's content replaced by its new copy.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const region of document.querySelectorAll("[data-live][id]")) {
+    const every = Math.max(1000, parseInt(region.dataset.live, 10) || 3000);
+    setInterval(async () => {
+      if (document.hidden) return;
+      const response = await fetch(window.location.href, { credentials: "same-origin" }).catch(() => null);
+      if (!response || !response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.getElementById(region.id);
+      if (fresh) region.replaceChildren(...fresh.childNodes);
+    }, every);
+  }
+});

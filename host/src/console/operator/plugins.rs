@@ -1,5 +1,6 @@
 //! Every plugin: built-in, from the plugin directory, and each tenant's; version, hash, status
-//! and last load error. Directory reloads show on the next load of the page.
+//! and last load error. The table follows directory reloads as they happen (a live region the
+//! console's script refreshes every 2 s).
 
 use axum::Router;
 use axum::extract::State;
@@ -27,8 +28,8 @@ async fn list(State(state): State<AppState>, session: Session) -> Result<Respons
     let context = Context::operator(&session, Section::Plugins);
     let body = html! {
         h1 { "Plugins" }
-        p { "Directory plugins reload as their files change (" code { (state.engine.config.plugins_dir().display().to_string()) } "); reload this page to see the latest state." }
-        div.table-wrap { table {
+        p { "Directory plugins reload as their files change (" code { (state.engine.config.plugins_dir().display().to_string()) } "); this table follows them as they do." }
+        div.table-wrap id="plugins-live" data-live="2000" aria-live="polite" { table {
             caption.skip { "Plugins" }
             thead { tr {
                 th scope="col" { "Name" } th scope="col" { "Source" } th scope="col" { "Kind" } th scope="col" { "Version" }

@@ -144,14 +144,19 @@ fn schema_of(state: &AppState, tenant: &str, plugin: &str) -> Value {
 
 /// What the form holds: the endpoint as JSON (API shape), read from the submitted fields.
 fn read_form(state: &AppState, tenant: &str, form: &FormData, errors: &mut FieldErrors) -> Value {
-    let event_types: Vec<String> = form
+    // The catalog's types ticked, then what was typed (patterns, types outside the catalog).
+    let mut event_types: Vec<String> = form.all("catalog_types").map(str::to_string).collect();
+    for typed in form
         .get("event_types")
         .unwrap_or("")
         .split([',', '\n', ' '])
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
+    {
+        if !event_types.iter().any(|t| t == typed) {
+            event_types.push(typed.to_string());
+        }
+    }
     let mut steps = Vec::new();
     for i in 0.. {
         let Some(plugin) = form.text(&format!("steps[{i}].plugin")) else {
@@ -238,15 +243,30 @@ async fn render_form(
         .iter()
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect();
-    let event_types = endpoint["event_types"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
+    // The tenant's catalog (when it has one) is offered as checkboxes; the text field holds
+    // the rest (patterns, types outside the catalog).
+    let catalog: Vec<(String, bool)> = state
+        .engine
+        .store
+        .catalog(tenant)
+        .await
+        .map(|c| {
+            c.event_types
+                .into_iter()
+                .map(|t| (t.name, t.deprecated))
+                .collect()
         })
         .unwrap_or_default();
+    let subscribed: Vec<&str> = endpoint["event_types"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let event_types = subscribed
+        .iter()
+        .filter(|t| !catalog.iter().any(|(name, _)| name == *t))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
     let steps = endpoint["steps"].as_array().cloned().unwrap_or_default();
     let tls = &endpoint["tls"];
     let title = if endpoint_id.is_some() {
@@ -263,7 +283,20 @@ async fn render_form(
             // The first submit button is what Enter in a text field presses: saving.
             button.skip type="submit" name="op" value="save" tabindex="-1" aria-hidden="true" { "Save" }
             (forms::text_input("url", "URL", endpoint["url"].as_str().unwrap_or(""), "Where deliveries are sent (http:// or https://).", errors, false))
-            (forms::text_input("event_types", "Event types", &event_types, "One per line: exact names (invoice.paid) or prefixes (invoice.*). Empty: every event.", errors, true))
+            @if !catalog.is_empty() {
+                fieldset.field id="f-catalog-types" {
+                    legend { "Event types from the catalog" }
+                    @for (i, (name, deprecated)) in catalog.iter().enumerate() {
+                        label.checkbox for=(format!("f-catalog-{i}")) {
+                            input id=(format!("f-catalog-{i}")) type="checkbox" name="catalog_types" value=(name)
+                                checked[subscribed.contains(&name.as_str())];
+                            " " code { (name) }
+                            @if *deprecated { " " span.badge.muted { "deprecated" } }
+                        }
+                    }
+                }
+            }
+            (forms::text_input("event_types", if catalog.is_empty() { "Event types" } else { "Other event types" }, &event_types, "One per line: exact names (invoice.paid) or prefixes (invoice.*). Empty (and nothing ticked): every event.", errors, true))
             (forms::text_input("description", "Description", endpoint["description"].as_str().unwrap_or(""), "For your own use.", errors, false))
             div.field {
                 label.checkbox for="f-enabled" {
