@@ -53,8 +53,8 @@ impl Default for RetentionConfig {
             delivered: 30 * DAY,
             dead: 90 * DAY,
             idempotency_keys: 7 * DAY,
-            batch_size: 100,
-            batch_pause: Duration::from_millis(10),
+            batch_size: 200,
+            batch_pause: Duration::from_millis(1),
             tenants: BTreeMap::new(),
         }
     }

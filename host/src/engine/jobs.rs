@@ -155,10 +155,12 @@ pub async fn prune(
         loop {
             let batch = store.prune_events(&request).await?;
             total += batch.counts;
-            if batch.counts.events < request.limit as u64 || batch.last.is_none() {
+            // A batch may delete fewer than it looked at (an event replayed meanwhile stays):
+            // only an empty one says there is nothing left.
+            let Some(last) = batch.last else {
                 break;
-            }
-            request.after = batch.last;
+            };
+            request.after = Some(last);
             if !dry_run {
                 tokio::time::sleep(retention.batch_pause).await;
             }

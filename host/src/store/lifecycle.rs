@@ -148,8 +148,9 @@ impl PruneRequest {
 pub struct PruneBatch {
     /// What went (or would go).
     pub counts: PruneCounts,
-    /// The last event of the batch: where the next batch starts (`None` when the batch was
-    /// empty). A batch of fewer events than the limit was the last.
+    /// The last event the batch looked at: where the next batch starts (`None` when it found
+    /// none: nothing is left). It may have deleted fewer than it looked at (one replayed
+    /// meanwhile is kept).
     pub last: Option<String>,
 }
 

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::connection::OrStore;
 use crate::model::now_unix;
 use crate::store::{
-    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HealthDelta, Lease, PruneBatch, PruneCounts,
+    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HealthDelta, Lease, PruneCounts,
     PruneRequest, StoreError, StoredHealth,
 };
 
@@ -232,11 +232,13 @@ const EXPIRED: &str = "e.created_at < max(?1, ?2)
        AND CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'dead')
                 THEN e.created_at < ?2 ELSE e.created_at < ?1 END";
 
-/// One batch of retention (see [`crate::store::Backend::prune_events`]).
-pub(super) fn prune_events(
+/// Events a batch of retention looks at: expired ones after the request's cursor, oldest
+/// first, `request.limit` at most. Read on any connection (a reader's snapshot): the writer
+/// checks each again as it deletes it ([`delete_expired`]).
+pub(super) fn expired_events(
     conn: &Connection,
     request: &PruneRequest,
-) -> Result<PruneBatch, StoreError> {
+) -> Result<Vec<String>, StoreError> {
     // ?1 delivered before, ?2 dead before, ?3 after (id), ?4 id bound, ?5 limit, ?6.. tenants.
     let mut sql = format!("SELECT e.id FROM events e WHERE e.id > ?3 AND e.id < ?4 AND {EXPIRED}");
     let tenants: Vec<&str> = match &request.tenant {
@@ -269,54 +271,75 @@ pub(super) fn prune_events(
             .iter()
             .map(|t| rusqlite::types::Value::from(t.to_string())),
     );
-    let ids: Vec<String> = conn
-        .prepare_cached(&sql)
+    conn.prepare_cached(&sql)
         .db()?
         .query_map(params_from_iter(values), |r| r.get(0))
         .db()?
         .collect::<Result<_, _>>()
-        .db()?;
+        .db()
+}
+
+/// What deleting `ids` would remove (a dry run).
+pub(super) fn count_expired(conn: &Connection, ids: &[String]) -> Result<PruneCounts, StoreError> {
     let mut counts = PruneCounts::default();
-    if request.dry_run {
-        let mut deliveries = conn
-            .prepare_cached("SELECT count(*) FROM deliveries WHERE event_id = ?1")
-            .db()?;
-        let mut attempts = conn
-            .prepare_cached(
-                "SELECT count(*) FROM attempts a JOIN deliveries d ON a.delivery_id = d.id
-                 WHERE d.event_id = ?1",
-            )
-            .db()?;
-        for id in &ids {
-            counts.deliveries += uncount(deliveries.query_row([id], |r| r.get(0)).db()?);
-            counts.attempts += uncount(attempts.query_row([id], |r| r.get(0)).db()?);
-        }
-    } else {
-        // Children first, each delete counting what it removed (the cascade would do the same
-        // work without telling how much).
-        let mut attempts = conn
-            .prepare_cached(
-                "DELETE FROM attempts WHERE delivery_id IN
-                   (SELECT id FROM deliveries WHERE event_id = ?1)",
-            )
-            .db()?;
-        let mut deliveries = conn
-            .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")
-            .db()?;
-        let mut events = conn
-            .prepare_cached("DELETE FROM events WHERE id = ?1")
-            .db()?;
-        for id in &ids {
-            counts.attempts += attempts.execute([id]).db()? as u64;
-            counts.deliveries += deliveries.execute([id]).db()? as u64;
-            events.execute([id]).db()?;
-        }
+    let mut deliveries = conn
+        .prepare_cached("SELECT count(*) FROM deliveries WHERE event_id = ?1")
+        .db()?;
+    let mut attempts = conn
+        .prepare_cached(
+            "SELECT count(*) FROM attempts a JOIN deliveries d ON a.delivery_id = d.id
+             WHERE d.event_id = ?1",
+        )
+        .db()?;
+    for id in ids {
+        counts.deliveries += uncount(deliveries.query_row([id], |r| r.get(0)).db()?);
+        counts.attempts += uncount(attempts.query_row([id], |r| r.get(0)).db()?);
     }
     counts.events = ids.len() as u64;
-    Ok(PruneBatch {
-        counts,
-        last: ids.last().cloned(),
-    })
+    Ok(counts)
+}
+
+/// Deletes those of `ids` that are still expired under `request`'s windows (one replayed
+/// since it was read is kept), children first, each delete counting what it removed (the
+/// cascade would do the same work without telling how much).
+pub(super) fn delete_expired(
+    conn: &Connection,
+    request: &PruneRequest,
+    ids: &[String],
+) -> Result<PruneCounts, StoreError> {
+    let mut counts = PruneCounts::default();
+    let mut still_expired = conn
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ?3 AND {EXPIRED})"
+        ))
+        .db()?;
+    let mut attempts = conn
+        .prepare_cached(
+            "DELETE FROM attempts WHERE delivery_id IN
+               (SELECT id FROM deliveries WHERE event_id = ?1)",
+        )
+        .db()?;
+    let mut deliveries = conn
+        .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")
+        .db()?;
+    let mut events = conn
+        .prepare_cached("DELETE FROM events WHERE id = ?1")
+        .db()?;
+    for id in ids {
+        let expired: bool = still_expired
+            .query_row(
+                params![request.delivered_before, request.dead_before, id],
+                |r| r.get(0),
+            )
+            .db()?;
+        if !expired {
+            continue;
+        }
+        counts.attempts += attempts.execute([id]).db()? as u64;
+        counts.deliveries += deliveries.execute([id]).db()? as u64;
+        counts.events += events.execute([id]).db()? as u64;
+    }
+    Ok(counts)
 }
 
 /// Idempotency keys created before `before` and health buckets past their day, `limit` of each

@@ -55,6 +55,10 @@ use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 /// `BEGIN`/`SAVEPOINT`/... included).
 const STATEMENT_CACHE: usize = 64;
 
+/// Events retention deletes per background write: one slice takes a fraction of a
+/// millisecond, which is the longest an ingest waits behind it.
+const PRUNE_SLICE: usize = 20;
+
 /// The store in one SQLite file, owned by this process (see the module documentation).
 pub struct SqliteBackend {
     writer: Writer,
@@ -287,15 +291,30 @@ impl Backend for SqliteBackend {
     }
 
     async fn prune_events(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError> {
-        let request = request.clone();
-        if request.dry_run {
-            self.read(move |conn| lifecycle::prune_events(conn, &request))
-                .await
+        // The candidates are read on a reader; the writer only deletes, a few events per
+        // background write (each checked again), so that an ingest waits behind one small slice
+        // at most.
+        let read = request.clone();
+        let ids = self
+            .read(move |conn| lifecycle::expired_events(conn, &read))
+            .await?;
+        let last = ids.last().cloned();
+        let counts = if request.dry_run {
+            self.read(move |conn| lifecycle::count_expired(conn, &ids))
+                .await?
         } else {
-            self.writer
-                .write_background(move |conn| lifecycle::prune_events(conn, &request))
-                .await
-        }
+            let slices = ids.chunks(PRUNE_SLICE).map(|slice| {
+                let (request, slice) = (request.clone(), slice.to_vec());
+                self.writer
+                    .write_background(move |conn| lifecycle::delete_expired(conn, &request, &slice))
+            });
+            let mut counts = PruneCounts::default();
+            for slice in futures::future::join_all(slices).await {
+                counts += slice?;
+            }
+            counts
+        };
+        Ok(PruneBatch { counts, last })
     }
 
     async fn prune_keys(

@@ -677,3 +677,65 @@ async fn flush_waits_for_submitted_attempts_and_counts_writes() {
     let stats = f.backend.write_stats();
     assert!(stats.writes >= 4 && stats.commits >= 1, "{stats:?}");
 }
+
+#[tokio::test]
+async fn retention_deletes_expired_events_and_keeps_one_replayed_after_it_was_read() {
+    let f = Fixture::new().await;
+    let (claimed, _) = created(f.ingest(&[1, 1, 1], 3, "node-a").await);
+    for delivery in &claimed {
+        f.record(attempt(
+            &delivery.delivery_id,
+            DeliveryStatus::Delivered,
+            None,
+            false,
+        ))
+        .await;
+    }
+    let now = crate::model::now_unix();
+    let request = PruneRequest {
+        tenant: None,
+        except: Vec::new(),
+        delivered_before: now + 10,
+        dead_before: now + 10,
+        after: None,
+        limit: 2,
+        dry_run: false,
+    };
+    // The first batch reads two candidates (the limit) on a reader ...
+    let conn = rusqlite::Connection::open(f.db()).unwrap();
+    let candidates = lifecycle::expired_events(&conn, &request).unwrap();
+    assert_eq!(candidates.len(), 2);
+    // ... one of them is replayed before the writer gets to it: it must stay.
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending' WHERE event_id = ?1",
+        [&candidates[0]],
+    )
+    .unwrap();
+    let batch = f.backend.prune_events(&request).await.unwrap();
+    assert_eq!(batch.counts.events, 1, "{:?}", batch.counts);
+    assert_eq!(batch.counts.deliveries, 1);
+    assert_eq!(batch.counts.attempts, 1);
+    assert!(batch.last.is_some(), "a batch that looked at events goes on");
+    let left: Vec<String> = conn
+        .prepare("SELECT id FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&candidates[0]), "the replayed event stays");
+    assert!(!left.contains(&candidates[1]), "the expired one went");
+    // The next batch goes on after the cursor and takes the third; then nothing is left.
+    let next = PruneRequest {
+        after: batch.last,
+        ..request.clone()
+    };
+    let batch = f.backend.prune_events(&next).await.unwrap();
+    assert_eq!(batch.counts.events, 1);
+    let end = PruneRequest {
+        after: batch.last,
+        ..request
+    };
+    assert!(f.backend.prune_events(&end).await.unwrap().last.is_none());
+}
