@@ -439,7 +439,9 @@ async fn a_portal_link_reaches_only_its_tenant_and_expires() {
     );
 
     let browser = Browser::start(&engine.server.url()).await;
-    let link = portal_link(&engine, "acme", json!({"expires_in": 4, "read_only": true})).await;
+    // Long enough for a loaded machine's first navigation (4 s once expired before Chromium
+    // got there), short enough to wait out below; expiry is checked in whole seconds.
+    let link = portal_link(&engine, "acme", json!({"expires_in": 8, "read_only": true})).await;
     let minted = std::time::Instant::now();
     browser.open(&link).await;
     browser.wait_for_path("/console/t/acme/endpoints").await;
@@ -466,7 +468,7 @@ async fn a_portal_link_reaches_only_its_tenant_and_expires() {
     browser.screenshot("tenant-404").await;
 
     // Past its expiry the link opens nothing.
-    tokio::time::sleep(Duration::from_secs(5).saturating_sub(minted.elapsed())).await;
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(minted.elapsed())).await;
     browser.open("/console/t/acme/endpoints").await;
     browser.click("form[action='/console/logout'] button").await;
     browser.wait_for_path("/console/login").await;

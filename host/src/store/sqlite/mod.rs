@@ -55,8 +55,8 @@ use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 /// `BEGIN`/`SAVEPOINT`/... included).
 const STATEMENT_CACHE: usize = 64;
 
-/// Events retention deletes per background write: one slice takes a fraction of a
-/// millisecond, which is the longest an ingest waits behind it.
+/// Events retention deletes per background write: a slice is a short write, and the longest
+/// an ingest waits behind retention is one slice.
 const PRUNE_SLICE: usize = 20;
 
 /// The store in one SQLite file, owned by this process (see the module documentation).
@@ -293,26 +293,35 @@ impl Backend for SqliteBackend {
     async fn prune_events(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError> {
         // The candidates are read on a reader; the writer only deletes, a few events per
         // background write (each checked again), so that an ingest waits behind one small slice
-        // at most.
+        // at most. A dry run counts on the same reader.
         let read = request.clone();
-        let ids = self
-            .read(move |conn| lifecycle::expired_events(conn, &read))
+        let (ids, dry_counts) = self
+            .read(move |conn| {
+                let ids = lifecycle::expired_events(conn, &read)?;
+                let counts = if read.dry_run {
+                    Some(lifecycle::count_expired(conn, &ids)?)
+                } else {
+                    None
+                };
+                Ok((ids, counts))
+            })
             .await?;
         let last = ids.last().cloned();
-        let counts = if request.dry_run {
-            self.read(move |conn| lifecycle::count_expired(conn, &ids))
-                .await?
-        } else {
-            let slices = ids.chunks(PRUNE_SLICE).map(|slice| {
-                let (request, slice) = (request.clone(), slice.to_vec());
-                self.writer
-                    .write_background(move |conn| lifecycle::delete_expired(conn, &request, &slice))
-            });
-            let mut counts = PruneCounts::default();
-            for slice in futures::future::join_all(slices).await {
-                counts += slice?;
+        let counts = match dry_counts {
+            Some(counts) => counts,
+            None => {
+                let slices = ids.chunks(PRUNE_SLICE).map(|slice| {
+                    let (request, slice) = (request.clone(), slice.to_vec());
+                    self.writer.write_background(move |conn| {
+                        lifecycle::delete_expired(conn, &request, &slice)
+                    })
+                });
+                let mut counts = PruneCounts::default();
+                for slice in futures::future::join_all(slices).await {
+                    counts += slice?;
+                }
+                counts
             }
-            counts
         };
         Ok(PruneBatch { counts, last })
     }
