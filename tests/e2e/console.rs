@@ -316,7 +316,8 @@ async fn failed_attempts_show_their_error_replay_delivers_and_markup_stays_text(
 
     let browser = Browser::start(&engine.server.url()).await;
     sign_in(&browser, &token).await;
-    assert_eq!(browser.path().await, "/console/t/acme/endpoints");
+    // The click returns before the redirect lands: wait for it, not read it.
+    browser.wait_for_path("/console/t/acme/endpoints").await;
     browser
         .open(&format!("/console/t/acme/events/{event}"))
         .await;
