@@ -18,8 +18,8 @@ use wasmhook::model::{DeliveryStatus, Endpoint, EndpointSpec, Tenant, new_id, no
 use wasmhook::secrets::{MasterKey, Sealer};
 use wasmhook::store::{
     AttemptRecord, ClaimRequest, IngestOutcome, IngestRequest, KeyInsert, Lease, NewEvent, Notice,
-    OpenOptions, PendingDelivery, Store, StoreError, StoreLocation, StoredClientCertificate,
-    StoredPlugin, StoredSigningKey,
+    OpenOptions, PendingDelivery, PruneRequest, Store, StoreError, StoreLocation,
+    StoredClientCertificate, StoredPlugin, StoredSigningKey,
 };
 
 use crate::support::StoreBackend;
@@ -1234,6 +1234,93 @@ mod postgres_only {
         // B sees A's change once it reloads.
         b.store.reload_directory().await.unwrap();
         assert!(b.store.directory().endpoint("ep_n").is_some());
+    }
+
+    /// A retention batch that has read its candidates while a replay of one of them is in
+    /// flight (its delivery's row updated, not yet committed) keeps that delivery and its event:
+    /// the delete waits for the replay and checks the status again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_in_flight_during_a_retention_batch_keeps_its_delivery() {
+        let Some(node) = Node::fresh(Kind::Postgres).await else {
+            return;
+        };
+        let url = node.url.clone().unwrap();
+        let now = now_millis();
+        let (claimed, _) = node
+            .ingest(&[1, 1], 2, &lease("node_a", now + HOUR_MS))
+            .await;
+        for delivery in &claimed {
+            node.record(attempt(delivery, DeliveryStatus::Delivered, None, false))
+                .await;
+        }
+        let (mut replayer, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let replay = replayer.transaction().await.unwrap();
+        replay
+            .execute(
+                "UPDATE deliveries SET status = 'pending' WHERE id = $1",
+                &[&claimed[0].delivery_id],
+            )
+            .await
+            .unwrap();
+        let unix_now = now / 1000;
+        let request = PruneRequest {
+            tenant: None,
+            except: Vec::new(),
+            delivered_before: unix_now + 10,
+            dead_before: unix_now + 10,
+            after: None,
+            limit: 10,
+            dry_run: false,
+        };
+        let store = node.store.clone();
+        let prune = tokio::spawn(async move { store.prune_events(&request).await });
+        // The batch read both events (the replay is not committed) and now waits for the row.
+        let (watcher, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                !prune.is_finished(),
+                "the batch did not wait for the replay"
+            );
+            assert!(Instant::now() < deadline, "the batch never waited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replay.commit().await.unwrap();
+        let batch = prune.await.unwrap().unwrap();
+        assert_eq!(batch.counts.events, 1, "{:?}", batch.counts);
+        assert_eq!(batch.counts.deliveries, 1, "{:?}", batch.counts);
+        assert_eq!(batch.counts.attempts, 1, "{:?}", batch.counts);
+        assert_eq!(
+            node.delivery_status(&claimed[0]).await,
+            (DeliveryStatus::Pending, 1),
+            "the replayed delivery stays"
+        );
+        let gone = node
+            .store
+            .deliveries_of_event(TENANT, &claimed[1].event_id)
+            .await;
+        assert!(
+            matches!(gone, Err(StoreError::NotFound { .. })),
+            "the other event went: {gone:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,8 +255,9 @@ const EXPIRED: &str = "e.created_at < GREATEST($1::bigint, $2::bigint)
        AND CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'dead')
                 THEN e.created_at < $2 ELSE e.created_at < $1 END";
 
-/// One batch of retention, in one transaction (rows locked with `SKIP LOCKED`: a batch never
-/// waits for another node's).
+/// One batch of retention, in one transaction: the candidate events are read and locked with
+/// `SKIP LOCKED` (a batch never waits for another node's), then checked again as they are
+/// deleted ([`delete_expired`]).
 pub(super) async fn prune_events(
     db: &Db,
     request: &PruneRequest,
@@ -326,22 +327,7 @@ pub(super) async fn prune_events(
         counts.deliveries = uncount(deliveries);
         counts.attempts = uncount(attempts);
     } else if !ids.is_empty() {
-        // Children first, each delete counting what it removed.
-        counts.attempts = tx
-            .execute(
-                "DELETE FROM attempts WHERE delivery_id IN
-                   (SELECT id FROM deliveries WHERE event_id = ANY($1))",
-                &[&ids],
-            )
-            .await
-            .db()?;
-        counts.deliveries = tx
-            .execute("DELETE FROM deliveries WHERE event_id = ANY($1)", &[&ids])
-            .await
-            .db()?;
-        tx.execute("DELETE FROM events WHERE id = ANY($1)", &[&ids])
-            .await
-            .db()?;
+        counts = delete_expired(&tx, request, &ids).await?;
     }
     tx.commit().await.db()?;
     if !request.dry_run {
@@ -350,6 +336,59 @@ pub(super) async fn prune_events(
     Ok(PruneBatch {
         counts,
         last: ids.last().cloned(),
+    })
+}
+
+/// Deletes the events of `candidates` (locked by this transaction) that are still expired, with
+/// their deliveries and attempts. A replay or a recovery may have put one of their deliveries
+/// back in the queue since the candidates were read: one that committed since is seen by the
+/// fresh snapshot of the first statement (each statement of a READ COMMITTED transaction takes
+/// its own), and one still in flight holds its delivery's row, which the delete waits for and
+/// then checks again (`status` in the `WHERE`), so a requeued delivery and its event stay.
+async fn delete_expired(
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &PruneRequest,
+    candidates: &[String],
+) -> Result<PruneCounts, StoreError> {
+    let still: Vec<String> = tx
+        .query(
+            &format!("SELECT e.id FROM events e WHERE e.id = ANY($3) AND {EXPIRED}"),
+            &[&request.delivered_before, &request.dead_before, &candidates],
+        )
+        .await
+        .db()?
+        .iter()
+        .map(|row| row.try_get(0).db())
+        .collect::<Result<_, _>>()?;
+    if still.is_empty() {
+        return Ok(PruneCounts::default());
+    }
+    let row = tx
+        .query_one(
+            "WITH gone AS (
+                 DELETE FROM deliveries WHERE event_id = ANY($1) AND status IN ('delivered', 'dead')
+                 RETURNING id
+             ), dropped AS (
+                 DELETE FROM attempts a USING gone WHERE a.delivery_id = gone.id RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM dropped)",
+            &[&still],
+        )
+        .await
+        .db()?;
+    let events = tx
+        .execute(
+            "DELETE FROM events e WHERE e.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)",
+            &[&still],
+        )
+        .await
+        .db()?;
+    Ok(PruneCounts {
+        events,
+        deliveries: uncount(row.try_get(0).db()?),
+        attempts: uncount(row.try_get(1).db()?),
+        ..PruneCounts::default()
     })
 }
 
