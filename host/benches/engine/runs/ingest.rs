@@ -97,6 +97,21 @@ struct IngestResult {
     engine: ProcStats,
 }
 
+/// What an open-loop run measured.
+pub(crate) struct OpenLoop {
+    /// Latency of each answered request, sorted.
+    pub latencies: Vec<Duration>,
+    /// Requests that failed or were refused.
+    pub errors: u64,
+    /// Requests sent per second (the target unless the sender fell behind).
+    pub achieved_rate: f64,
+    /// The most a send started after its time.
+    pub max_lag: Duration,
+    /// The slowest answer to a request sent in each second of the run (ms): where a tail came
+    /// from (one stall, or a spread).
+    pub max_ms_by_second: Vec<f64>,
+}
+
 /// Open loop: request i is sent at start + i/rate whatever the previous ones do. Latency is from
 /// the send to the full answer.
 pub(crate) async fn open_loop(
@@ -105,7 +120,7 @@ pub(crate) async fn open_loop(
     token: &str,
     rate: f64,
     duration: Duration,
-) -> (Vec<Duration>, u64, f64, Duration) {
+) -> OpenLoop {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let path: Arc<str> = path.into();
     let token: Arc<str> = token.into();
@@ -132,20 +147,27 @@ pub(crate) async fn open_loop(
     }
     let sending = start.elapsed();
     let mut latencies = Vec::with_capacity(handles.len());
+    let mut max_ms_by_second = vec![0.0f64; (duration.as_secs_f64().ceil() as usize).max(1)];
     let mut errors = 0;
-    for h in handles {
+    for (i, h) in handles.into_iter().enumerate() {
         match h.await {
-            Ok((latency, true)) => latencies.push(latency),
+            Ok((latency, true)) => {
+                let second = ((i as f64 / rate) as usize).min(max_ms_by_second.len() - 1);
+                let latency_ms = latency.as_secs_f64() * 1e3;
+                max_ms_by_second[second] = max_ms_by_second[second].max(latency_ms);
+                latencies.push(latency);
+            }
             _ => errors += 1,
         }
     }
     latencies.sort();
-    (
+    OpenLoop {
         latencies,
         errors,
-        total as f64 / sending.as_secs_f64(),
+        achieved_rate: total as f64 / sending.as_secs_f64(),
         max_lag,
-    )
+        max_ms_by_second,
+    }
 }
 
 async fn run_ingest(settings: &Settings) -> anyhow::Result<IngestResult> {
@@ -167,8 +189,13 @@ async fn run_ingest(settings: &Settings) -> anyhow::Result<IngestResult> {
         measure.as_secs_f64()
     );
     let _ = open_loop(&engine.api, path, &token, OPEN_LOOP_RATE, warm).await;
-    let (lat, errors, achieved, lag) =
-        open_loop(&engine.api, path, &token, OPEN_LOOP_RATE, measure).await;
+    let OpenLoop {
+        latencies: lat,
+        errors,
+        achieved_rate: achieved,
+        max_lag: lag,
+        ..
+    } = open_loop(&engine.api, path, &token, OPEN_LOOP_RATE, measure).await;
 
     progress!(
         settings,

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::engine_proc::{EngineOptions, EngineProc, ProcStats};
 use crate::report::{mib, ms, percentile, ratio};
-use crate::runs::ingest::open_loop;
+use crate::runs::ingest::{OpenLoop, open_loop};
 use crate::settings::Settings;
 use crate::{Bench, OPEN_LOOP_RATE};
 
@@ -103,6 +103,8 @@ struct SoakResult {
     db_kib: Vec<u64>,
     db_mid_kib: u64,
     db_end_kib: u64,
+    /// The slowest ingest answer of each second (ms).
+    max_ms_by_second: Vec<f64>,
     engine: ProcStats,
 }
 
@@ -159,7 +161,13 @@ async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::
             sizes
         })
     };
-    let (latencies, errors, achieved, _) = open_loop(
+    let OpenLoop {
+        latencies,
+        errors,
+        achieved_rate,
+        max_ms_by_second,
+        ..
+    } = open_loop(
         &engine.api,
         "/v1/tenants/bench/events",
         &token,
@@ -174,15 +182,33 @@ async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::
         pruner,
         requests: latencies.len() as u64 + errors,
         errors,
-        achieved_rate: achieved,
+        achieved_rate,
         p50_ms: ms(percentile(&latencies, 50.0)),
         p99_ms: ms(percentile(&latencies, 99.0)),
         max_ms: ms(latencies.last().copied()),
         db_mid_kib: db_kib.get(db_kib.len() / 2).copied().unwrap_or(0),
         db_end_kib: db_kib.last().copied().unwrap_or(0),
         db_kib,
+        max_ms_by_second,
         engine: stats,
     };
+    let mut slowest: Vec<(usize, f64)> = result
+        .max_ms_by_second
+        .iter()
+        .copied()
+        .enumerate()
+        .collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    progress!(
+        settings,
+        "  soak ({label}): slowest seconds (second: max ms): {}",
+        slowest
+            .iter()
+            .take(6)
+            .map(|(s, m)| format!("{s}: {m:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     progress!(
         settings,
         "  soak ({label}): p99 {:.2} ms, {} errors, database {} KiB at the middle, {} KiB at the end",
