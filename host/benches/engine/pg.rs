@@ -140,6 +140,11 @@ impl Postgres {
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             .args(["-c", "shared_buffers=256MB", "-c", "max_connections=200"])
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
+            .args(if statements_profile() {
+                &["-c", "shared_preload_libraries=pg_stat_statements"][..]
+            } else {
+                &[][..]
+            })
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
@@ -189,6 +194,37 @@ impl Postgres {
         .await?;
         tokio::spawn(connection);
         Ok(client)
+    }
+
+    /// The statements that took the server's time in database `db` since the last call, most
+    /// first (`WASMHOOK_BENCH_PG_STATEMENTS=1` loads `pg_stat_statements`; empty without it).
+    pub async fn top_statements(&self, db: &str, limit: i64) -> anyhow::Result<Vec<String>> {
+        if !statements_profile() {
+            return Ok(Vec::new());
+        }
+        let client = self.connect(db).await?;
+        client
+            .simple_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await?;
+        let rows = client
+            .query(
+                "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                 WHERE d.datname = $1 ORDER BY total_exec_time DESC LIMIT $2",
+                &[&db, &limit],
+            )
+            .await?;
+        client
+            .simple_query("SELECT pg_stat_statements_reset()")
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (calls, total, rows, query): (i64, f64, i64, String) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                format!("{total:9.0} ms {calls:8} calls {rows:9} rows  {query}")
+            })
+            .collect())
     }
 
     /// A new, empty database; its URL for `--store`.
@@ -266,4 +302,9 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether the bench's server profiles its statements (`WASMHOOK_BENCH_PG_STATEMENTS`).
+fn statements_profile() -> bool {
+    std::env::var("WASMHOOK_BENCH_PG_STATEMENTS").is_ok_and(|v| !v.is_empty() && v != "0")
 }

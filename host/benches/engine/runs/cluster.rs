@@ -103,7 +103,17 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
             "7. PostgreSQL, {nodes} node(s): {n} events round robin, 1 endpoint, no step"
         );
         let outcome = match pg.create_database(&format!("bench_{nodes}n")).await {
-            Ok(url) => run_cluster(settings, sink, &pg, &url, nodes, n).await,
+            Ok(url) => {
+                let outcome = run_cluster(settings, sink, &pg, &url, nodes, n).await;
+                for line in pg
+                    .top_statements(&format!("bench_{nodes}n"), 12)
+                    .await
+                    .unwrap_or_default()
+                {
+                    progress!(settings, "    {line}");
+                }
+                outcome
+            }
             Err(e) => Err(e),
         };
         let id = format!("cluster.pg.{nodes}");
