@@ -986,6 +986,79 @@ async fn one_bad_ingest_fails_alone(kind: Kind) {
     assert_eq!(node.store.count_pending().await.unwrap(), 19 * 2);
 }
 
+async fn deleting_a_tenant_removes_its_messages_and_keeps_the_others(kind: Kind) {
+    let Some(node) = Node::fresh(kind).await else {
+        return;
+    };
+    node.store
+        .create_tenant(
+            Tenant {
+                id: "globex".into(),
+                name: "Globex".into(),
+                created_at: 1,
+            },
+            "hash-globex".into(),
+        )
+        .await
+        .unwrap();
+    let owner = lease("node_a", now_millis() + HOUR_MS);
+    let mut theirs = node.request(&[2, 1], 3, &owner);
+    theirs.tenant = "globex".into();
+    let IngestOutcome::Created { claimed, .. } = node.store.ingest(theirs).await.unwrap() else {
+        panic!("replayed without a key");
+    };
+    node.record(attempt(&claimed[0], DeliveryStatus::Delivered, None, false))
+        .await;
+    let (ours, _) = node.ingest(&[1, 1], 2, &owner).await;
+    assert_eq!(node.store.count_pending().await.unwrap(), 4);
+
+    assert!(node.store.delete_tenant("globex").await.unwrap());
+    assert_eq!(
+        node.store.count_pending().await.unwrap(),
+        2,
+        "theirs went, ours stay"
+    );
+    for delivery in &claimed {
+        assert!(matches!(
+            node.store
+                .deliveries_of_event("globex", &delivery.event_id)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    assert_eq!(
+        node.delivery_status(&ours[0]).await,
+        (DeliveryStatus::Pending, 0)
+    );
+    if let Some(url) = &node.url {
+        // No row of theirs is left behind (the message tables have no foreign keys here).
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for table in ["events", "deliveries"] {
+            let left: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE tenant_id = 'globex'"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(left, 0, "{table}");
+        }
+        let attempts: i64 = client
+            .query_one("SELECT count(*) FROM attempts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            attempts, 0,
+            "the attempt of their delivered delivery went too"
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -1020,6 +1093,7 @@ on_both_backends!(
     a_first_signing_key_is_inserted_once_under_concurrency,
     tenant_plugins_put_list_get_delete,
     one_bad_ingest_fails_alone,
+    deleting_a_tenant_removes_its_messages_and_keeps_the_others,
 );
 
 /// What only a store several nodes share does: cluster-wide endpoint slots, notifications,

@@ -20,9 +20,10 @@ pub(super) struct RecordJob {
 
 impl Weighted for RecordJob {}
 
-/// Starts the batcher of attempt records.
+/// Starts the batcher of attempt records: one batch at a time, so that two records of one
+/// delivery are applied in the order they were made.
 pub(super) fn start(db: Db, max_batch: usize) -> Batcher<RecordJob> {
-    Batcher::start(max_batch, move |jobs| {
+    Batcher::start(max_batch, 1, move |jobs| {
         let db = db.clone();
         async move { commit(&db, jobs).await }
     })

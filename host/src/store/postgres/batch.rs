@@ -1,15 +1,21 @@
 //! Write batching: a task that takes whatever writes have queued (up to `max_batch`, waiting
 //! at most [`GATHER`] for more), hands them to a commit function that writes them in one
-//! transaction, and loops. While one batch commits the next one queues, so N concurrent writers
+//! transaction, and loops. While a batch commits the next one queues, so N concurrent writers
 //! cost one commit (one WAL flush on the server), not N.
 //!
-//! [`Batcher::flush`] queues a marker behind everything submitted so far and waits for the
-//! batch that carries it to be committed (the queue is FIFO).
+//! Up to `in_flight` batches commit at once, each on its own connection: with one, a node's
+//! writes wait a whole round of statements and commit per batch however idle the server is.
+//! Only writes that cannot touch the same rows may use more than one (new events and their
+//! deliveries do; two records of one delivery's attempts could be applied out of order).
+//!
+//! [`Batcher::flush`] queues a marker behind everything submitted so far and waits until the
+//! batch that carries it and every batch before it are committed (the queue is FIFO).
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::store::StoreError;
 
@@ -37,14 +43,15 @@ pub(super) struct Batcher<J> {
 }
 
 impl<J: Weighted + Send + 'static> Batcher<J> {
-    /// Starts the task: `commit` writes one batch in one transaction and answers its jobs.
-    pub(super) fn start<F, Fut>(max_batch: usize, commit: F) -> Self
+    /// Starts the task: `commit` writes one batch in one transaction and answers its jobs; at
+    /// most `in_flight` commits run at once (see the module documentation).
+    pub(super) fn start<F, Fut>(max_batch: usize, in_flight: usize, commit: F) -> Self
     where
         F: FnMut(Vec<J>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(receiver, max_batch.max(1), commit));
+        tokio::spawn(run(receiver, max_batch.max(1), in_flight.max(1), commit));
         Self { sender }
     }
 
@@ -99,6 +106,7 @@ impl<J: Weighted> Gathering<J> {
 async fn run<J, F, Fut>(
     mut receiver: mpsc::UnboundedReceiver<Message<J>>,
     max_batch: usize,
+    in_flight: usize,
     mut commit: F,
 ) where
     J: Weighted + Send + 'static,
@@ -106,7 +114,12 @@ async fn run<J, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut carry: Option<J> = None;
+    let mut commits = JoinSet::new();
     loop {
+        // A free commit first: while none is, the queue fills the next batch.
+        while commits.len() >= in_flight {
+            commits.join_next().await;
+        }
         let mut batch = Gathering {
             jobs: Vec::new(),
             weight: 0,
@@ -117,7 +130,7 @@ async fn run<J, F, Fut>(
             Some(job) => batch.take(Message::Job(job), max_batch),
             None => match receiver.recv().await {
                 Some(message) => batch.take(message, max_batch),
-                None => return,
+                None => break,
             },
         };
         // Whatever is queued already.
@@ -139,12 +152,18 @@ async fn run<J, F, Fut>(
         }
         carry = batch.carry.take();
         if !batch.jobs.is_empty() {
-            commit(batch.jobs).await;
+            commits.spawn(commit(batch.jobs));
         }
-        for done in batch.flushes {
-            let _ = done.send(());
+        if !batch.flushes.is_empty() {
+            // Everything submitted before the marker is in this batch or an earlier one.
+            while commits.join_next().await.is_some() {}
+            for done in batch.flushes {
+                let _ = done.send(());
+            }
         }
     }
+    // Every handle is gone: what was taken still commits.
+    while commits.join_next().await.is_some() {}
 }
 
 /// The error to give every job of a batch that could not be committed.
@@ -179,9 +198,13 @@ mod tests {
     type Seen = Arc<Mutex<Vec<Vec<usize>>>>;
 
     fn recording(max_batch: usize) -> (Batcher<Job>, Seen) {
+        recording_in_flight(max_batch, 1)
+    }
+
+    fn recording_in_flight(max_batch: usize, in_flight: usize) -> (Batcher<Job>, Seen) {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let seen = batches.clone();
-        let batcher = Batcher::start(max_batch, move |jobs: Vec<Job>| {
+        let batcher = Batcher::start(max_batch, in_flight, move |jobs: Vec<Job>| {
             let seen = seen.clone();
             async move {
                 // A commit takes a while: what is submitted meanwhile queues for the next.
@@ -219,6 +242,42 @@ mod tests {
         batcher.flush().await.unwrap();
         let batches = batches.lock().unwrap().clone();
         assert_eq!(batches, vec![vec![0, 1], vec![2], vec![3], vec![4]]);
+    }
+
+    #[tokio::test]
+    async fn several_commits_run_at_once_within_the_limit_and_flush_waits_for_all() {
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let batcher = {
+            let (running, most, committed) = (running.clone(), most.clone(), committed.clone());
+            Batcher::start(2, 3, move |jobs: Vec<Job>| {
+                let (running, most, committed) = (running.clone(), most.clone(), committed.clone());
+                async move {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    committed.lock().unwrap().extend(jobs.iter().map(|j| j.0));
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        for i in 0..20 {
+            assert!(batcher.submit(Job(i, 1)).is_ok());
+        }
+        batcher.flush().await.unwrap();
+        let mut committed = committed.lock().unwrap().clone();
+        committed.sort();
+        assert_eq!(
+            committed,
+            (0..20).collect::<Vec<_>>(),
+            "flush waited for all"
+        );
+        assert_eq!(
+            most.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "three at once, never more"
+        );
     }
 
     #[tokio::test]

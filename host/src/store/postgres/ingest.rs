@@ -2,7 +2,8 @@
 //!
 //! - Without an idempotency key, requests go through a [`Batcher`]: one transaction inserts the
 //!   events and deliveries of every request of the batch with two multi-row statements
-//!   (`UNNEST`ed arrays), and each caller is answered after the commit. A batch the database
+//!   (`UNNEST`ed arrays), and each caller is answered after the commit. A few batches commit
+//!   at once ([`IN_FLIGHT`]). A batch the database
 //!   refuses is written again request by request, so that one bad request fails alone.
 //! - With a key, a request runs in its own transaction that first inserts the key
 //!   (`ON CONFLICT DO NOTHING`). When the key exists (or a concurrent request on any node holds
@@ -35,16 +36,24 @@ impl Weighted for IngestJob {
     }
 }
 
+/// Batches of ingests committing at once: each is new rows only, so they never wait on each
+/// other, and while one waits for its commit the others use the server.
+const IN_FLIGHT: usize = 4;
+
 /// Starts the batcher of ingests without an idempotency key.
 pub(super) fn start(db: Db, max_batch: usize) -> Batcher<IngestJob> {
-    Batcher::start(max_batch, move |jobs| {
+    Batcher::start(max_batch, IN_FLIGHT, move |jobs| {
         let db = db.clone();
         async move { commit(&db, jobs).await }
     })
 }
 
+/// Events of existing tenants only: the statement checks the tenant without locking its row
+/// (there is no foreign key, schema migration 6), and a short count is an error.
 const INSERT_EVENTS: &str = "INSERT INTO events (id, tenant_id, type, body, created_at)
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[])";
+     SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[])
+         AS u(id, tenant_id, type, body, created_at)
+     WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = u.tenant_id)";
 
 const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts,
          round_start, next_attempt_at, updated_at, lease_owner, lease_expires_at)
@@ -217,7 +226,19 @@ impl<'a> Plan<'a> {
             tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
                 .await
         };
-        futures::try_join!(insert_events, insert_deliveries, notify).db()?;
+        let (inserted, _, _) = futures::try_join!(insert_events, insert_deliveries, notify).db()?;
+        if inserted != self.event_id.len() as u64 {
+            // A tenant is gone (deleted before or while this was written); nothing commits.
+            let first = self.event_tenant.first().copied().unwrap_or_default();
+            return Err(if self.event_tenant.iter().all(|t| *t == first) {
+                StoreError::NotFound {
+                    what: "tenant",
+                    id: first.to_string(),
+                }
+            } else {
+                StoreError::Database("a batch holds events of a tenant that does not exist".into())
+            });
+        }
         Ok(())
     }
 }

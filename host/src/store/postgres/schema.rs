@@ -211,6 +211,16 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX events_by_tenant;
     DROP INDEX deliveries_by_event;
     "#,
+    // 6: the hot path locks no shared row. Each foreign key below made every inserted row
+    // key-share-lock its parent: every event of a tenant locked the same tenants row, in every
+    // batch committing at once and on every node (MultiXacts), every delivery its event, every
+    // attempt its delivery. Deleting a tenant deletes its events, deliveries and attempts
+    // itself (`directory::delete_tenant`), as retention does.
+    r#"
+    ALTER TABLE events DROP CONSTRAINT IF EXISTS events_tenant_id_fkey;
+    ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_event_id_fkey;
+    ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_delivery_id_fkey;
+    "#,
 ];
 
 /// The schema version this binary writes.
