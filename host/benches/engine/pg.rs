@@ -227,6 +227,20 @@ impl Postgres {
             .collect())
     }
 
+    /// The size of database `db` on disk (KiB); 0 when it cannot be read.
+    pub async fn database_kib(&self, db: &str) -> u64 {
+        let Ok(client) = self.connect("postgres").await else {
+            return 0;
+        };
+        match client
+            .query_one("SELECT pg_database_size($1)", &[&db])
+            .await
+        {
+            Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) / 1024,
+            Err(_) => 0,
+        }
+    }
+
     /// A new, empty database; its URL for `--store`.
     pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
         let client = self.connect("postgres").await?;

@@ -11,14 +11,14 @@
 //! alike) and compared by their median p99.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::engine_proc::{EngineOptions, EngineProc, ProcStats};
-use crate::report::{mib, ms, percentile, ratio};
+use crate::pg::Postgres;
+use crate::report::{Report, mib, ms, percentile, ratio};
 use crate::runs::ingest::{OpenLoop, open_loop};
 use crate::settings::Settings;
 use crate::{Bench, OPEN_LOOP_RATE};
@@ -40,11 +40,57 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         "9. soak: ingest and deliver at 5,000/s, without and with the pruner, {rounds} interleaved round(s)"
     );
     let url = sink.url();
+    let (without, with) = run_rounds(settings, &url, rounds, None).await?;
+    add_rows(report, "soak", "9. soak", &without, &with);
+    let mut details = json!({"without": without, "with": with});
+
+    // The same on PostgreSQL: a throwaway server, a fresh database per run.
+    let log = settings.out_dir.join("logs").join("postgres-soak.log");
+    std::fs::create_dir_all(settings.out_dir.join("logs"))?;
+    match Postgres::start(&log).await {
+        Ok(pg) => {
+            progress!(settings, "9. soak on PostgreSQL {}", pg.version);
+            let (without, with) = run_rounds(settings, &url, rounds, Some(&pg)).await?;
+            add_rows(report, "soak.pg", "9. soak (PostgreSQL)", &without, &with);
+            details["postgres"] = json!({"without": without, "with": with});
+        }
+        Err(e) => {
+            progress!(settings, "  PostgreSQL could not start: {e:#}");
+            report
+                .add(
+                    "soak.pg.p99.with",
+                    "9. soak (PostgreSQL)",
+                    "ingest p99 at 5,000/s with the pruner",
+                    None,
+                    "ms",
+                )
+                .note(format!("no PostgreSQL: {e}"));
+        }
+    }
+    report.details.insert("soak".into(), details);
+    Ok(())
+}
+
+/// `rounds` interleaved pairs of runs (without, with the pruner), on SQLite or on `pg`.
+async fn run_rounds(
+    settings: &Settings,
+    sink_url: &str,
+    rounds: usize,
+    pg: Option<&Postgres>,
+) -> anyhow::Result<(Vec<SoakResult>, Vec<SoakResult>)> {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which configuration goes first, so that neither always follows the other.
         for pruner in [round % 2 == 1, round % 2 == 0] {
-            let result = run_soak(settings, &url, pruner).await?;
+            let store = match pg {
+                Some(pg) => {
+                    let name = format!("soak_{round}_{}", u8::from(pruner));
+                    let url = pg.create_database(&name).await?;
+                    Some((pg, name, url))
+                }
+                None => None,
+            };
+            let result = run_soak(settings, sink_url, pruner, store).await?;
             if pruner {
                 with.push(result);
             } else {
@@ -52,6 +98,17 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
             }
         }
     }
+    Ok((without, with))
+}
+
+/// The rows of one backend's rounds: both medians, their ratio, and the plateau.
+fn add_rows(
+    report: &mut Report,
+    id: &str,
+    section: &str,
+    without: &[SoakResult],
+    with: &[SoakResult],
+) {
     let p99s = |runs: &[SoakResult]| runs.iter().filter_map(|r| r.p99_ms).collect::<Vec<f64>>();
     let list = |values: &[f64]| {
         values
@@ -60,14 +117,14 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" / ")
     };
-    let (p99_without, p99_with) = (p99s(&without), p99s(&with));
+    let (p99_without, p99_with) = (p99s(without), p99s(with));
     let (median_without, median_with) = (median(&p99_without), median(&p99_with));
     let errors = |runs: &[SoakResult]| runs.iter().map(|r| r.errors).sum::<u64>();
     let requests = |runs: &[SoakResult]| runs.iter().map(|r| r.requests).sum::<u64>();
     report
         .add(
-            "soak.p99.without",
-            "9. soak",
+            &format!("{id}.p99.without"),
+            section,
             "ingest p99 at 5,000/s, delivering, no pruner (median of the rounds)",
             median_without,
             "ms",
@@ -75,14 +132,14 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         .note(format!(
             "rounds: {} ms; {} requests, {} errors",
             list(&p99_without),
-            requests(&without),
-            errors(&without)
+            requests(without),
+            errors(without)
         ));
     let slower = ratio(median_with, median_without);
     report
         .add(
-            "soak.p99.with",
-            "9. soak",
+            &format!("{id}.p99.with"),
+            section,
             "ingest p99 at 5,000/s, delivering, pruner every 1 s, delivered kept 2 s (median)",
             median_with,
             "ms",
@@ -90,13 +147,13 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         .ratio(slower, "no pruner")
         .target(
             "≤ 1.2× no pruner",
-            slower.map(|r| r <= 1.2 && errors(&with) == 0),
+            slower.map(|r| r <= 1.2 && errors(with) == 0),
         )
         .note(format!(
             "rounds: {} ms; {} requests, {} errors",
             list(&p99_with),
-            requests(&with),
-            errors(&with)
+            requests(with),
+            errors(with)
         ));
     // The plateau: every run with the pruner ends near its size at the middle.
     let growth = |r: &SoakResult| r.db_end_kib as f64 / r.db_mid_kib.max(1) as f64;
@@ -106,8 +163,8 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         let plateau = growth(worst);
         report
             .add(
-                "soak.db.with",
-                "9. soak",
+                &format!("{id}.db.with"),
+                section,
                 "database size at the end, with the pruner (the round that grew most)",
                 mib(Some(worst.db_end_kib)),
                 "MiB",
@@ -123,10 +180,6 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
                 None => String::new(),
             });
     }
-    report
-        .details
-        .insert("soak".into(), json!({"without": without, "with": with}));
-    Ok(())
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -167,11 +220,19 @@ fn database_kib(data_dir: &Path) -> u64 {
         .sum()
 }
 
-async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::Result<SoakResult> {
-    let label = if pruner {
-        "soak-pruner"
-    } else {
-        "soak-no-pruner"
+/// One run on a fresh engine: on SQLite in its data directory, or on PostgreSQL (the server, the
+/// database's name and its URL).
+async fn run_soak(
+    settings: &Settings,
+    sink_url: &str,
+    pruner: bool,
+    store: Option<(&Postgres, String, String)>,
+) -> anyhow::Result<SoakResult> {
+    let label = match (pruner, store.is_some()) {
+        (true, false) => "soak-pruner",
+        (false, false) => "soak-no-pruner",
+        (true, true) => "soak-pg-pruner",
+        (false, true) => "soak-pg-no-pruner",
     };
     let extra_config = if pruner {
         "[retention]\nenabled = true\ndelivered = \"2s\"\n\n\
@@ -183,6 +244,7 @@ async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::
         settings,
         EngineOptions {
             extra_config: extra_config.into(),
+            store: store.as_ref().map(|(_, _, url)| url.clone()),
             ..EngineOptions::new(label)
         },
     )
@@ -200,34 +262,39 @@ async fn run_soak(settings: &Settings, sink_url: &str, pruner: bool) -> anyhow::
         OPEN_LOOP_RATE,
         duration.as_secs_f64()
     );
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (sampling, data_dir) = (sampling.clone(), engine.data_dir.clone());
-        tokio::spawn(async move {
-            let mut sizes = Vec::new();
-            while sampling.load(Ordering::Relaxed) {
-                sizes.push(database_kib(&data_dir));
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            sizes
-        })
+    let sampling = AtomicBool::new(true);
+    // The database's size every 500 ms while the load runs (same task: `pg` is borrowed).
+    let sampler = async {
+        let mut sizes = Vec::new();
+        while sampling.load(Ordering::Relaxed) {
+            sizes.push(match &store {
+                Some((pg, name, _)) => pg.database_kib(name).await,
+                None => database_kib(&engine.data_dir),
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        sizes
     };
+    let load = async {
+        let result = open_loop(
+            &engine.api,
+            "/v1/tenants/bench/events",
+            &token,
+            OPEN_LOOP_RATE,
+            duration,
+        )
+        .await;
+        sampling.store(false, Ordering::Relaxed);
+        result
+    };
+    let (db_kib, loaded) = tokio::join!(sampler, load);
     let OpenLoop {
         latencies,
         errors,
         achieved_rate,
         max_ms_by_second,
         ..
-    } = open_loop(
-        &engine.api,
-        "/v1/tenants/bench/events",
-        &token,
-        OPEN_LOOP_RATE,
-        duration,
-    )
-    .await;
-    sampling.store(false, Ordering::Relaxed);
-    let db_kib = sampler.await.unwrap_or_default();
+    } = loaded;
     let (stats, _) = engine.stop(false, settings.keep).await?;
     let result = SoakResult {
         pruner,
