@@ -166,6 +166,13 @@ pub async fn prune(
             }
         }
     }
+    if !dry_run
+        && total.events > 0
+        && let Err(e) = store.reclaim_space().await
+    {
+        // The deletes stand; the space waits for the database's own vacuum.
+        tracing::warn!(error = %e, "retention could not reclaim the space it freed");
+    }
     let keys_before = before(retention.idempotency_keys);
     loop {
         let counts = store

@@ -372,6 +372,14 @@ pub trait Backend: Send + Sync + 'static {
         dry_run: bool,
     ) -> Result<PruneCounts, StoreError>;
 
+    /// Makes the space of what retention deleted reusable, once a run deleted something. SQLite
+    /// reuses freed pages by itself (nothing to do); PostgreSQL vacuums the message tables, so
+    /// that a database under steady retention levels off instead of waiting for autovacuum's
+    /// next visit.
+    async fn reclaim_space(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // ---- Message log -------------------------------------------------------------------------
 
     /// A page of a tenant's events, newest first, filtered as `query` says (see [`LogQuery`]);

@@ -453,3 +453,15 @@ pub(super) async fn prune_keys(
         ..PruneCounts::default()
     })
 }
+
+/// Vacuums the message tables (each table skipped while another session holds a conflicting
+/// lock): the rows retention deleted become free space their next inserts reuse. Not in a
+/// transaction (`VACUUM` cannot run in one).
+pub(super) async fn vacuum_messages(db: &Db) -> Result<(), StoreError> {
+    let client = db.get().await?;
+    client
+        .batch_execute("VACUUM (SKIP_LOCKED) attempts, deliveries, events")
+        .await
+        .db()?;
+    Ok(())
+}

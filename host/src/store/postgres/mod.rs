@@ -249,6 +249,10 @@ impl Backend for PostgresBackend {
         lifecycle::prune_events(&self.db, request).await
     }
 
+    async fn reclaim_space(&self) -> Result<(), StoreError> {
+        lifecycle::vacuum_messages(&self.db).await
+    }
+
     async fn prune_keys(
         &self,
         before: i64,
