@@ -182,6 +182,7 @@ pub(super) fn retry_one_by_one(error: &StoreError, jobs: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -198,13 +199,9 @@ mod tests {
     type Seen = Arc<Mutex<Vec<Vec<usize>>>>;
 
     fn recording(max_batch: usize) -> (Batcher<Job>, Seen) {
-        recording_in_flight(max_batch, 1)
-    }
-
-    fn recording_in_flight(max_batch: usize, in_flight: usize) -> (Batcher<Job>, Seen) {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let seen = batches.clone();
-        let batcher = Batcher::start(max_batch, in_flight, move |jobs: Vec<Job>| {
+        let batcher = Batcher::start(max_batch, 1, move |jobs: Vec<Job>| {
             let seen = seen.clone();
             async move {
                 // A commit takes a while: what is submitted meanwhile queues for the next.
@@ -246,19 +243,19 @@ mod tests {
 
     #[tokio::test]
     async fn several_commits_run_at_once_within_the_limit_and_flush_waits_for_all() {
-        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
         let committed = Arc::new(Mutex::new(Vec::new()));
         let batcher = {
             let (running, most, committed) = (running.clone(), most.clone(), committed.clone());
             Batcher::start(2, 3, move |jobs: Vec<Job>| {
                 let (running, most, committed) = (running.clone(), most.clone(), committed.clone());
                 async move {
-                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     committed.lock().unwrap().extend(jobs.iter().map(|j| j.0));
-                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    running.fetch_sub(1, Ordering::SeqCst);
                 }
             })
         };
@@ -273,11 +270,7 @@ mod tests {
             (0..20).collect::<Vec<_>>(),
             "flush waited for all"
         );
-        assert_eq!(
-            most.load(std::sync::atomic::Ordering::SeqCst),
-            3,
-            "three at once, never more"
-        );
+        assert_eq!(most.load(Ordering::SeqCst), 3, "three at once, never more");
     }
 
     #[tokio::test]

@@ -3,8 +3,8 @@
 //! - Without an idempotency key, requests go through a [`Batcher`]: one transaction inserts the
 //!   events and deliveries of every request of the batch with two multi-row statements
 //!   (`UNNEST`ed arrays), and each caller is answered after the commit. A few batches commit
-//!   at once ([`IN_FLIGHT`]). A batch the database
-//!   refuses is written again request by request, so that one bad request fails alone.
+//!   at once ([`IN_FLIGHT`]). A batch the database refuses is written again request by
+//!   request, so that one bad request fails alone.
 //! - With a key, a request runs in its own transaction that first inserts the key
 //!   (`ON CONFLICT DO NOTHING`). When the key exists (or a concurrent request on any node holds
 //!   it and then commits) nothing is written and the stored answer is returned.
