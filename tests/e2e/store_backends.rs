@@ -1397,6 +1397,126 @@ mod postgres_only {
         );
     }
 
+    /// Sequential scans of the message tables so far, as the server counts them once every
+    /// store connection has ended (a backend reports its counts when it exits).
+    async fn seq_scans(watcher: &tokio_postgres::Client) -> Vec<(String, i64)> {
+        let ended: Vec<i32> = watcher
+            .query(
+                "WITH store AS MATERIALIZED (
+                     SELECT pid FROM pg_stat_activity
+                     WHERE datname = current_database() AND application_name = 'wasmhook'
+                       AND pid <> pg_backend_pid()
+                 )
+                 SELECT pid FROM store WHERE pg_terminate_backend(pid)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Only the ended ones: the store's listener connects again by itself.
+            let left: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                    &[&ended],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the store's connections did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        watcher
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        watcher
+            .query(
+                "SELECT relname::text, seq_scan FROM pg_stat_user_tables
+                 WHERE relname IN ('events', 'deliveries', 'attempts') ORDER BY relname",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    /// Retention finds and deletes through the indexes however large the tables are: a batch
+    /// that read a whole table (the planner hashed `deliveries` and `attempts` for each batch
+    /// of 200 events) could never keep up with ingest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_batches_on_large_tables_read_no_table_whole() {
+        let Some(node) = Node::fresh(Kind::Postgres).await else {
+            return;
+        };
+        let url = node.url.clone().unwrap();
+        let (watcher, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // 30,000 delivered events of long ago (ids below any ULID of today), each with one
+        // delivery and one attempt, and the statistics of tables that size.
+        watcher
+            .batch_execute(
+                "INSERT INTO events (id, tenant_id, type, body, created_at)
+                     SELECT 'msg_0000000' || lpad(i::text, 6, '0'), 'acme', 'invoice.paid',
+                            '\\x7b7d'::bytea, 1000
+                     FROM generate_series(1, 30000) i;
+                 INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts,
+                                         updated_at)
+                     SELECT 'dlv_0000000' || lpad(i::text, 6, '0'),
+                            'msg_0000000' || lpad(i::text, 6, '0'), 'ep_old', 'acme',
+                            'delivered', 1, 1000
+                     FROM generate_series(1, 30000) i;
+                 INSERT INTO attempts (delivery_id, attempt, started_at, latency_ms, outcome)
+                     SELECT 'dlv_0000000' || lpad(i::text, 6, '0'), 1, 1000000, 1, 'success'
+                     FROM generate_series(1, 30000) i;
+                 ANALYZE events, deliveries, attempts;",
+            )
+            .await
+            .unwrap();
+        let before = seq_scans(&watcher).await;
+        let unix_now = now_millis() / 1000;
+        let mut request = PruneRequest {
+            tenant: None,
+            except: Vec::new(),
+            delivered_before: unix_now - 60,
+            dead_before: unix_now - 60,
+            after: None,
+            limit: 200,
+            dry_run: false,
+        };
+        let mut pruned = 0;
+        for _ in 0..3 {
+            let batch = node.store.prune_events(&request).await.unwrap();
+            assert_eq!(
+                (batch.counts.deliveries, batch.counts.attempts),
+                (batch.counts.events, batch.counts.events),
+                "{:?}",
+                batch.counts
+            );
+            pruned += batch.counts.events;
+            request.after = batch.last;
+        }
+        assert_eq!(pruned, 600, "three batches of 200 events");
+        let after = seq_scans(&watcher).await;
+        assert_eq!(
+            before, after,
+            "sequential scans of events, deliveries, attempts (before, after the batches)"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn notices_and_the_pool_survive_lost_connections() {
         let Some(node) = Node::fresh(Kind::Postgres).await else {
