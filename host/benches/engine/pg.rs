@@ -140,11 +140,7 @@ impl Postgres {
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             .args(["-c", "shared_buffers=256MB", "-c", "max_connections=200"])
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
-            .args(if statements_profile() {
-                &["-c", "shared_preload_libraries=pg_stat_statements"][..]
-            } else {
-                &[][..]
-            })
+            .args(preload_arguments())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
@@ -318,7 +314,37 @@ impl Drop for Postgres {
     }
 }
 
+/// Whether an environment switch of the bench is on.
+fn switch(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Whether the bench's server profiles its statements (`WASMHOOK_BENCH_PG_STATEMENTS`).
 fn statements_profile() -> bool {
-    std::env::var("WASMHOOK_BENCH_PG_STATEMENTS").is_ok_and(|v| !v.is_empty() && v != "0")
+    switch("WASMHOOK_BENCH_PG_STATEMENTS")
+}
+
+/// The server's extra settings: `pg_stat_statements` for the statement profile, and with
+/// `WASMHOOK_BENCH_PG_EXPLAIN=1` `auto_explain`, which writes the plan of every statement that
+/// took 30 ms or more into the server's log (`target/bench/logs/postgres*.log`).
+fn preload_arguments() -> Vec<String> {
+    let mut libraries = Vec::new();
+    let mut arguments = Vec::new();
+    if statements_profile() {
+        libraries.push("pg_stat_statements");
+    }
+    if switch("WASMHOOK_BENCH_PG_EXPLAIN") {
+        libraries.push("auto_explain");
+        arguments.extend([
+            "-c".to_string(),
+            "auto_explain.log_min_duration=30ms".to_string(),
+        ]);
+    }
+    if !libraries.is_empty() {
+        arguments.extend([
+            "-c".to_string(),
+            format!("shared_preload_libraries={}", libraries.join(",")),
+        ]);
+    }
+    arguments
 }
