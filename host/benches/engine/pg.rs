@@ -140,6 +140,8 @@ impl Postgres {
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             .args(["-c", "shared_buffers=256MB", "-c", "max_connections=200"])
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
+            // Every autovacuum run in the log, with what it removed and how long it took.
+            .args(["-c", "log_autovacuum_min_duration=0"])
             .args(preload_arguments())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
