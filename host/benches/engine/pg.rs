@@ -239,6 +239,27 @@ impl Postgres {
         }
     }
 
+    /// What a database holds right now: deliveries not finished (pending, held: retention
+    /// keeps them), and the events' live and dead rows as the server's statistics count them
+    /// (dead ones wait for a vacuum). `None` when the database cannot be read.
+    pub async fn backlog(&self, db: &str) -> Option<Backlog> {
+        let client = self.connect(db).await.ok()?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM deliveries WHERE status NOT IN ('delivered', 'dead')),
+                        (SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'events'),
+                        (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'events')",
+                &[],
+            )
+            .await
+            .ok()?;
+        Some(Backlog {
+            unfinished_deliveries: row.try_get(0).ok()?,
+            live_events: row.try_get::<_, Option<i64>>(1).ok()?.unwrap_or(0),
+            dead_event_rows: row.try_get::<_, Option<i64>>(2).ok()?.unwrap_or(0),
+        })
+    }
+
     /// A new, empty database; its URL for `--store`.
     pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
         let client = self.connect("postgres").await?;
@@ -314,6 +335,14 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What a database holds at one moment (see [`Postgres::backlog`]).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Backlog {
+    pub unfinished_deliveries: i64,
+    pub live_events: i64,
+    pub dead_event_rows: i64,
 }
 
 /// Whether an environment switch of the bench is on.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::engine_proc::{EngineOptions, EngineProc, ProcStats};
-use crate::pg::Postgres;
+use crate::pg::{Backlog, Postgres};
 use crate::report::{Report, mib, ms, percentile, ratio};
 use crate::runs::ingest::{OpenLoop, open_loop};
 use crate::settings::Settings;
@@ -207,6 +207,8 @@ struct SoakResult {
     db_kib: Vec<u64>,
     db_mid_kib: u64,
     db_end_kib: u64,
+    /// On PostgreSQL, what the database held at each sample.
+    backlog: Vec<Backlog>,
     /// The slowest ingest answer of each second (ms).
     max_ms_by_second: Vec<f64>,
     engine: ProcStats,
@@ -264,16 +266,21 @@ async fn run_soak(
     );
     let sampling = AtomicBool::new(true);
     // The database's size every 500 ms while the load runs (same task: `pg` is borrowed).
+    // On PostgreSQL also what the database holds (what retention may not delete yet, and
+    // what waits for a vacuum), to tell a pruner that fell behind from a delivery backlog.
     let sampler = async {
-        let mut sizes = Vec::new();
+        let (mut sizes, mut backlog) = (Vec::new(), Vec::new());
         while sampling.load(Ordering::Relaxed) {
             sizes.push(match &store {
-                Some((pg, name, _)) => pg.database_kib(name).await,
+                Some((pg, name, _)) => {
+                    backlog.extend(pg.backlog(name).await);
+                    pg.database_kib(name).await
+                }
                 None => database_kib(&engine.data_dir),
             });
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        sizes
+        (sizes, backlog)
     };
     let load = async {
         let result = open_loop(
@@ -287,7 +294,7 @@ async fn run_soak(
         sampling.store(false, Ordering::Relaxed);
         result
     };
-    let (db_kib, loaded) = tokio::join!(sampler, load);
+    let ((db_kib, backlog), loaded) = tokio::join!(sampler, load);
     let OpenLoop {
         latencies,
         errors,
@@ -307,6 +314,7 @@ async fn run_soak(
         db_mid_kib: db_kib.get(db_kib.len() / 2).copied().unwrap_or(0),
         db_end_kib: db_kib.last().copied().unwrap_or(0),
         db_kib,
+        backlog,
         max_ms_by_second,
         engine: stats,
     };
@@ -335,5 +343,20 @@ async fn run_soak(
         result.db_mid_kib,
         result.db_end_kib
     );
+    if let (Some(middle), Some(end)) = (
+        result.backlog.get(result.backlog.len() / 2),
+        result.backlog.last(),
+    ) {
+        progress!(
+            settings,
+            "  soak ({label}): unfinished deliveries / live events / dead event rows: {} / {} / {} at the middle, {} / {} / {} at the end",
+            middle.unfinished_deliveries,
+            middle.live_events,
+            middle.dead_event_rows,
+            end.unfinished_deliveries,
+            end.live_events,
+            end.dead_event_rows
+        );
+    }
     Ok(result)
 }
