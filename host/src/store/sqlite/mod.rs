@@ -57,7 +57,7 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Events retention deletes per background write: a slice is a short write, and the longest
 /// an ingest waits behind retention is one slice.
-const PRUNE_SLICE: usize = 20;
+const PRUNE_SLICE: usize = lifecycle::SLICE;
 
 /// The store in one SQLite file, owned by this process (see the module documentation).
 pub struct SqliteBackend {

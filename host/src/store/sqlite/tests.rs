@@ -678,10 +678,22 @@ async fn flush_waits_for_submitted_attempts_and_counts_writes() {
     assert!(stats.writes >= 4 && stats.commits >= 1, "{stats:?}");
 }
 
-#[tokio::test]
-async fn retention_deletes_expired_events_and_keeps_one_replayed_after_it_was_read() {
-    let f = Fixture::new().await;
-    let (claimed, _) = created(f.ingest(&[1, 1, 1], 3, "node-a").await);
+/// The ids of every event in the database, in order.
+fn event_ids(conn: &rusqlite::Connection) -> Vec<String> {
+    conn.prepare("SELECT id FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Ingests events with `fanouts` deliveries each, records every delivery delivered, and
+/// returns a retention request under which they are all expired (`limit` per batch).
+async fn delivered_events(f: &Fixture, fanouts: &[usize], limit: usize) -> PruneRequest {
+    let deliveries = fanouts.iter().sum();
+    let (claimed, _) = created(f.ingest(fanouts, deliveries, "node-a").await);
+    assert_eq!(claimed.len(), deliveries);
     for delivery in &claimed {
         f.record(attempt(
             &delivery.delivery_id,
@@ -692,15 +704,21 @@ async fn retention_deletes_expired_events_and_keeps_one_replayed_after_it_was_re
         .await;
     }
     let now = crate::model::now_unix();
-    let request = PruneRequest {
+    PruneRequest {
         tenant: None,
         except: Vec::new(),
         delivered_before: now + 10,
         dead_before: now + 10,
         after: None,
-        limit: 2,
+        limit,
         dry_run: false,
-    };
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_expired_events_and_keeps_one_replayed_after_it_was_read() {
+    let f = Fixture::new().await;
+    let request = delivered_events(&f, &[1, 1, 1], 2).await;
     // The first batch reads two candidates (the limit) on a reader ...
     let conn = rusqlite::Connection::open(f.db()).unwrap();
     let candidates = lifecycle::expired_events(&conn, &request).unwrap();
@@ -716,13 +734,7 @@ async fn retention_deletes_expired_events_and_keeps_one_replayed_after_it_was_re
     assert_eq!(counts.events, 1, "{counts:?}");
     assert_eq!(counts.deliveries, 1);
     assert_eq!(counts.attempts, 1);
-    let left: Vec<String> = conn
-        .prepare("SELECT id FROM events ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let left = event_ids(&conn);
     assert_eq!(left.len(), 2);
     assert!(left.contains(&candidates[0]), "the replayed event stays");
     assert!(!left.contains(&candidates[1]), "the expired one went");
@@ -743,4 +755,39 @@ async fn retention_deletes_expired_events_and_keeps_one_replayed_after_it_was_re
         ..request
     };
     assert!(f.backend.prune_events(&end).await.unwrap().last.is_none());
+}
+
+#[tokio::test]
+async fn retention_deletes_a_list_longer_than_a_slice_and_keeps_each_replayed_one() {
+    let f = Fixture::new().await;
+    // 45 events (more than two slices), two deliveries each.
+    let request = delivered_events(&f, &[2; 45], 100).await;
+    let conn = rusqlite::Connection::open(f.db()).unwrap();
+    let candidates = lifecycle::expired_events(&conn, &request).unwrap();
+    assert_eq!(candidates.len(), 45);
+    // Every tenth is replayed (one of its two deliveries) after it was read: those stay.
+    let replayed: Vec<&String> = candidates.iter().step_by(10).collect();
+    for event in &replayed {
+        conn.execute(
+            "UPDATE deliveries SET status = 'pending'
+             WHERE id = (SELECT min(id) FROM deliveries WHERE event_id = ?1)",
+            [event],
+        )
+        .unwrap();
+    }
+    let counts = lifecycle::delete_expired(&conn, &request, &candidates).unwrap();
+    assert_eq!(
+        (counts.events, counts.deliveries, counts.attempts),
+        (40, 80, 80),
+        "{counts:?}"
+    );
+    let left = event_ids(&conn);
+    assert_eq!(left, replayed.into_iter().cloned().collect::<Vec<_>>());
+    let deliveries: i64 = conn
+        .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        deliveries, 10,
+        "both deliveries of each replayed event stay"
+    );
 }
