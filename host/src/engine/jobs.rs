@@ -118,20 +118,6 @@ impl Engine {
     }
 }
 
-/// Events a retention run deletes between two reclaims of the space they freed (and once more
-/// at its end). On PostgreSQL each is a vacuum of the message tables: its heap pass reads only
-/// the pages changed since the last one (the visibility map), and it skips the index pass
-/// while the dead rows are few against the table's size.
-const RECLAIM_EVERY_EVENTS: u64 = 5_000;
-
-/// Makes the space retention freed reusable ([`crate::store::Backend::reclaim_space`]).
-async fn reclaim_space(store: &Store) {
-    if let Err(e) = store.reclaim_space().await {
-        // The deletes stand; the space waits for the database's own vacuum.
-        tracing::warn!(error = %e, "retention could not reclaim the space it freed");
-    }
-}
-
 /// Deletes (or, with `dry_run`, counts) everything of `store` past its retention window, in
 /// batches of `retention.batch_size` with `retention.batch_pause` between them; tenants with
 /// their own windows (`retention.tenants`) are done with those.
@@ -143,8 +129,6 @@ pub async fn prune(
     let now = now_unix();
     let before = |window: Duration| now - i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
     let mut total = PruneCounts::default();
-    // `total.events` when the space was last reclaimed.
-    let mut reclaimed_at = 0;
     let overrides: Vec<String> = retention.tenants.keys().cloned().collect();
     let mut scopes: Vec<(Option<String>, i64, i64)> = retention
         .tenants
@@ -178,19 +162,16 @@ pub async fn prune(
             };
             request.after = Some(last);
             if !dry_run {
-                // A long run (a backlog, a machine that fell behind) makes what it freed
-                // reusable as it goes: new rows meanwhile fill that space instead of growing
-                // the tables.
-                if total.events - reclaimed_at >= RECLAIM_EVERY_EVENTS {
-                    reclaimed_at = total.events;
-                    reclaim_space(store).await;
-                }
                 tokio::time::sleep(retention.batch_pause).await;
             }
         }
     }
-    if !dry_run && total.events > reclaimed_at {
-        reclaim_space(store).await;
+    if !dry_run
+        && total.events > 0
+        && let Err(e) = store.reclaim_space().await
+    {
+        // The deletes stand; the space waits for the database's own vacuum.
+        tracing::warn!(error = %e, "retention could not reclaim the space it freed");
     }
     let keys_before = before(retention.idempotency_keys);
     loop {
