@@ -319,14 +319,8 @@ pub(super) fn delete_expired(
     let Some(slice) = padded(ids) else {
         return Ok(counts);
     };
-    // ?1 delivered before, ?2 dead before, ?3.. the slice.
-    let marks = placeholders(3);
     let still: Vec<String> = {
-        let mut statement = conn
-            .prepare_cached(&format!(
-                "SELECT e.id FROM events e WHERE e.id IN ({marks}) AND {EXPIRED}"
-            ))
-            .db()?;
+        let mut statement = conn.prepare_cached(&SLICE_SQL.still_expired).db()?;
         let mut values: Vec<&dyn rusqlite::ToSql> =
             vec![&request.delivered_before, &request.dead_before];
         values.extend(slice.iter().map(|id| id as &dyn rusqlite::ToSql));
@@ -339,29 +333,47 @@ pub(super) fn delete_expired(
     let Some(still) = padded(&still) else {
         return Ok(counts);
     };
-    // ?1.. the still expired ones.
-    let marks = placeholders(1);
-    let run = |sql: String| -> Result<u64, StoreError> {
+    let run = |sql: &str| -> Result<u64, StoreError> {
         let removed = conn
-            .prepare_cached(&sql)
+            .prepare_cached(sql)
             .db()?
             .execute(params_from_iter(still.iter()))
             .db()?;
         Ok(removed as u64)
     };
-    counts.attempts += run(format!(
-        "DELETE FROM attempts WHERE delivery_id IN
-           (SELECT id FROM deliveries WHERE event_id IN ({marks}))"
-    ))?;
-    counts.deliveries += run(format!(
-        "DELETE FROM deliveries WHERE event_id IN ({marks})"
-    ))?;
-    counts.events += run(format!("DELETE FROM events WHERE id IN ({marks})"))?;
+    counts.attempts += run(&SLICE_SQL.attempts)?;
+    counts.deliveries += run(&SLICE_SQL.deliveries)?;
+    counts.events += run(&SLICE_SQL.events)?;
     Ok(counts)
 }
 
-/// Events one [`delete_expired`] statement takes at most (the engine's slices are this size).
+/// Events retention deletes per background write, and per [`delete_expired`] statement: a
+/// slice is a short write, and the longest an ingest waits behind retention is one slice.
 pub(super) const SLICE: usize = 20;
+
+/// The statements of [`delete_expired`], built once.
+struct SliceSql {
+    /// `?1` delivered before, `?2` dead before, `?3..` the slice: those still expired.
+    still_expired: String,
+    /// `?1..` the still expired events: their attempts, deliveries and themselves.
+    attempts: String,
+    deliveries: String,
+    events: String,
+}
+
+static SLICE_SQL: std::sync::LazyLock<SliceSql> = std::sync::LazyLock::new(|| {
+    let slice = placeholders(3);
+    let still = placeholders(1);
+    SliceSql {
+        still_expired: format!("SELECT e.id FROM events e WHERE e.id IN ({slice}) AND {EXPIRED}"),
+        attempts: format!(
+            "DELETE FROM attempts WHERE delivery_id IN
+               (SELECT id FROM deliveries WHERE event_id IN ({still}))"
+        ),
+        deliveries: format!("DELETE FROM deliveries WHERE event_id IN ({still})"),
+        events: format!("DELETE FROM events WHERE id IN ({still})"),
+    }
+});
 
 /// `ids` (at most [`SLICE`]) padded to [`SLICE`] with the first; `None` when there are none.
 fn padded(ids: &[String]) -> Option<Vec<&str>> {

@@ -55,10 +55,6 @@ use crate::model::{Attempt, Delivery, Endpoint, EventSummary, Tenant};
 /// `BEGIN`/`SAVEPOINT`/... included).
 const STATEMENT_CACHE: usize = 64;
 
-/// Events retention deletes per background write: a slice is a short write, and the longest
-/// an ingest waits behind retention is one slice.
-const PRUNE_SLICE: usize = lifecycle::SLICE;
-
 /// The store in one SQLite file, owned by this process (see the module documentation).
 pub struct SqliteBackend {
     writer: Writer,
@@ -310,7 +306,7 @@ impl Backend for SqliteBackend {
         let counts = match dry_counts {
             Some(counts) => counts,
             None => {
-                let slices = ids.chunks(PRUNE_SLICE).map(|slice| {
+                let slices = ids.chunks(lifecycle::SLICE).map(|slice| {
                     let (request, slice) = (request.clone(), slice.to_vec());
                     self.writer.write_background(move |conn| {
                         lifecycle::delete_expired(conn, &request, &slice)
