@@ -301,6 +301,50 @@ async fn a_failing_endpoint_is_disabled_its_deliveries_held_and_resumed_in_order
     assert_eq!(view["health"]["consecutive_failures"], 0, "{view}");
 }
 
+/// A crash between an enable and its resume leaves the endpoint stored enabled with held
+/// deliveries; the periodic jobs send them on, in order of creation.
+#[tokio::test]
+async fn deliveries_left_held_on_an_enabled_endpoint_are_resumed_by_the_jobs() {
+    let engine = TestEngine::start_with(|c| c.jobs.interval = Duration::from_millis(200)).await;
+    let (tenant, _) = engine.tenant("acme").await;
+    let receiver = Receiver::ok().await;
+    let endpoint = engine
+        .endpoint(
+            &tenant,
+            json!({"url": receiver.url(), "event_types": ["order.*"], "max_concurrency": 1}),
+        )
+        .await;
+    let (status, view) = engine
+        .api
+        .post(
+            &format!("/v1/tenants/{tenant}/endpoints/{endpoint}/disable"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(
+            engine
+                .event(&tenant, "order.created", json!({"n": n}))
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for event in &held {
+        assert_eq!(delivery_statuses(&engine, &tenant, event).await, ["held"]);
+    }
+    // The enable's store write without its resume: what a crash between the two leaves.
+    let store = &engine.server.engine.store;
+    let mut enabled = (*store.directory().endpoint(&endpoint).unwrap()).clone();
+    enabled.spec.enabled = true;
+    store.put_endpoint(enabled, &[]).await.unwrap();
+
+    let got = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let ids: Vec<&str> = got.iter().filter_map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids, held, "resumed in order of creation");
+}
+
 #[tokio::test]
 async fn manual_disable_holds_and_enable_resumes() {
     let engine = TestEngine::start().await;

@@ -669,6 +669,96 @@ async fn replay_and_dead_without_an_attempt(kind: Kind) {
     ));
 }
 
+/// A hold and an enable are ordered by the store, not by a node's view of the endpoint: a hold
+/// after the endpoint is stored enabled is refused, and deliveries left held on an enabled
+/// endpoint (a crash between an enable and its resume) are resumed by `resume_stranded`.
+async fn holds_follow_the_stored_endpoint_state_and_stranded_holds_resume(kind: Kind) {
+    let Some(node) = Node::fresh(kind).await else {
+        return;
+    };
+    let now = now_millis();
+    let owner = lease("node_a", now + HOUR_MS);
+    let mut disabled = endpoint("ep_0");
+    disabled.spec.enabled = false;
+    node.store
+        .put_endpoint(disabled.clone(), &[])
+        .await
+        .unwrap();
+    node.store
+        .put_endpoint(endpoint("ep_1"), &[])
+        .await
+        .unwrap();
+    // Two events to ep_0 and ep_1; one more held at ingest (ep_0 was disabled then).
+    let (claimed, _) = node.ingest(&[2, 2], 4, &owner).await;
+    let mut request = node.request(&[1], 0, &owner);
+    request.events[0].held_endpoint_ids = std::mem::take(&mut request.events[0].endpoint_ids);
+    let held_at_ingest = request.events[0].id.clone();
+    node.store.ingest(request).await.unwrap();
+    let to = |endpoint: &str| -> Vec<&PendingDelivery> {
+        claimed
+            .iter()
+            .filter(|d| d.endpoint_id == endpoint)
+            .collect()
+    };
+    let (first, second) = (to("ep_0")[0], to("ep_0")[1]);
+
+    // ep_0 is stored disabled: its delivery is held; ep_1 is enabled: its delivery is not.
+    assert!(
+        node.store
+            .hold_delivery(&first.delivery_id, "ep_0")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !node
+            .store
+            .hold_delivery(&to("ep_1")[0].delivery_id, "ep_1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        node.delivery_status(to("ep_1")[0]).await.0,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(
+        node.store.resume_stranded(now).await.unwrap(),
+        0,
+        "ep_0 is disabled"
+    );
+
+    // ep_0 is stored enabled, and nothing resumed its held deliveries (a crash).
+    node.store
+        .put_endpoint(endpoint("ep_0"), &[])
+        .await
+        .unwrap();
+    assert!(
+        !node
+            .store
+            .hold_delivery(&second.delivery_id, "ep_0")
+            .await
+            .unwrap(),
+        "a hold after the enable is refused"
+    );
+    assert_eq!(
+        node.delivery_status(second).await.0,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(node.delivery_status(first).await.0, DeliveryStatus::Held);
+    assert_eq!(node.store.resume_stranded(now).await.unwrap(), 2);
+    assert_eq!(node.delivery_status(first).await.0, DeliveryStatus::Pending);
+    let listed = node
+        .store
+        .deliveries_of_event(TENANT, &held_at_ingest)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].status, DeliveryStatus::Pending);
+    assert_eq!(node.store.resume_stranded(now).await.unwrap(), 0, "once");
+    // Resumed deliveries are claimable, due now.
+    let ids_claimed = ids(&node.claim("node_b", 10, now + 1, now).await);
+    assert!(ids_claimed.contains(&first.delivery_id), "{ids_claimed:?}");
+    assert!(ids_claimed.contains(&listed[0].id), "{ids_claimed:?}");
+}
+
 async fn an_idempotent_repeat_returns_the_first_answer(kind: Kind) {
     let Some(node) = Node::fresh(kind).await else {
         return;
@@ -1088,6 +1178,7 @@ on_both_backends!(
     released_leases_are_claimable_again,
     recording_attempts_moves_deliveries_and_their_leases,
     replay_and_dead_without_an_attempt,
+    holds_follow_the_stored_endpoint_state_and_stranded_holds_resume,
     an_idempotent_repeat_returns_the_first_answer,
     revisions_move_on_each_aggregate,
     a_first_signing_key_is_inserted_once_under_concurrency,

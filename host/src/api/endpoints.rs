@@ -749,16 +749,15 @@ pub async fn update_endpoint(
     let paths = state.engine.secret_paths(&endpoint);
     restore_secrets(Some(&current), &mut endpoint, &paths)?;
     validate(&state, &tenant, &endpoint.spec).await?;
-    let stored = state.engine.put_endpoint(endpoint).await?;
-    state
+    let stored = state
         .engine
-        .endpoint_state_changed(
+        .change_endpoint(
             &current,
-            &stored,
+            endpoint,
             crate::engine::DisableReason::Manual,
             None,
         )
-        .await;
+        .await?;
     Ok(ApiJson(view_with_health(&state, &stored).await))
 }
 

@@ -21,6 +21,9 @@ pub(super) struct AttemptResult {
 
 /// How long a job waits before asking again for a cluster-wide endpoint slot.
 const SLOT_RETRY: Duration = Duration::from_millis(20);
+/// How long a job whose endpoint this node sees disabled, but the store enabled, waits before
+/// it is tried again (this node's directory follows the store within `store.poll_interval`).
+const HOLD_RECHECK: Duration = Duration::from_millis(250);
 
 impl Dispatcher {
     pub(super) async fn deliver(self: &Arc<Self>, job: Job, endpoint: Option<Arc<Endpoint>>) {
@@ -152,11 +155,26 @@ impl Dispatcher {
     }
 
     /// The endpoint is disabled: the delivery waits in the store, held, until it is enabled.
+    /// When the store has it enabled by now (this node's directory has not caught up yet), the
+    /// job is tried again shortly, by which time the directory has.
     async fn hold(&self, job: Job) {
-        if let Err(e) = self.store.hold_delivery(&job.delivery.delivery_id).await {
-            tracing::error!(error = %e, "could not hold a delivery; it stays pending under this node's lease until the lease lapses");
+        let delivery = &job.delivery;
+        match self
+            .store
+            .hold_delivery(&delivery.delivery_id, &delivery.endpoint_id)
+            .await
+        {
+            Ok(true) => self.let_go(),
+            Ok(false) => {
+                tracing::debug!(delivery = %delivery.delivery_id, "not held: its endpoint is enabled in the store; trying again");
+                let due = now_millis() + HOLD_RECHECK.as_millis() as i64;
+                self.reschedule(job, due);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not hold a delivery; it stays pending under this node's lease until the lease lapses");
+                self.let_go();
+            }
         }
-        self.let_go();
     }
 
     async fn dead_without_attempt(&self, job: Job, reason: &str) {

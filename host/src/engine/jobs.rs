@@ -1,5 +1,5 @@
-//! The periodic jobs: retention, auto-disable of failing endpoints, client certificate expiry
-//! warnings. Every `jobs.interval` each node asks the store for the jobs' lease; the one that
+//! The periodic jobs: retention, auto-disable of failing endpoints, resuming deliveries left
+//! held on enabled endpoints, client certificate expiry warnings. Every `jobs.interval` each node asks the store for the jobs' lease; the one that
 //! holds it (renewed by each run, lapsing after `jobs.lease_ttl` when its node dies) runs them,
 //! so in a cluster one node does them at a time.
 
@@ -36,6 +36,14 @@ impl Engine {
             Ok(0) => {}
             Ok(disabled) => tracing::info!(disabled, "disabled failing endpoints"),
             Err(e) => tracing::warn!(error = %e, "auto-disable job failed"),
+        }
+        match self.store.resume_stranded(now_millis()).await {
+            Ok(0) => {}
+            Ok(resumed) => {
+                tracing::info!(resumed, "resumed held deliveries of enabled endpoints");
+                self.dispatcher.note_backlog();
+            }
+            Err(e) => tracing::warn!(error = %e, "resuming held deliveries failed"),
         }
         if let Err(e) = self.warn_expiring_certificates().await {
             tracing::warn!(error = %e, "certificate expiry job failed");

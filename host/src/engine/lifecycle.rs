@@ -65,8 +65,8 @@ impl Engine {
     ) -> Result<Arc<Endpoint>, StoreError> {
         let current = self.tenant_endpoint(tenant, endpoint)?;
         if current.spec.enabled {
-            // Held deliveries are resumed even so: a node may have held one before it saw the
-            // endpoint enabled.
+            // Held deliveries are resumed even so (it is safe to repeat): whatever was left
+            // held, by a crash between the enable and its resume say, goes out.
             self.resume_endpoint(&current).await?;
             return Ok(current);
         }
@@ -89,17 +89,37 @@ impl Engine {
         let mut changed = (**current).clone();
         changed.spec.enabled = enabled;
         changed.updated_at = now_unix().max(current.updated_at + 1);
+        self.change_endpoint(current, changed, reason, failing)
+            .await
+    }
+
+    /// Stores `changed` in place of `current` and does what follows a change of its enabled
+    /// state (see [`Engine::endpoint_state_changed`]), whichever way it was made (the
+    /// `…/disable` and `…/enable` routes, an update's `enabled`, the auto-disable job).
+    ///
+    /// Enabling forgets the failure streak *before* the endpoint is stored enabled: the
+    /// auto-disable job reads an endpoint's state before its streak (see
+    /// [`Engine::disable_failing_endpoints`]), so it cannot pair the old streak with the new
+    /// state and disable the endpoint again at once.
+    pub async fn change_endpoint(
+        &self,
+        current: &Endpoint,
+        changed: Endpoint,
+        reason: DisableReason,
+        failing: Option<&FailingEndpoint>,
+    ) -> Result<Arc<Endpoint>, StoreError> {
+        if !current.spec.enabled && changed.spec.enabled {
+            self.store.reset_failure_streak(&current.id).await?;
+        }
         let stored = self.put_endpoint(changed).await?;
         self.endpoint_state_changed(current, &stored, reason, failing)
             .await;
         Ok(stored)
     }
 
-    /// What follows an endpoint's change of enabled state, whichever way it was made (the
-    /// `…/disable` and `…/enable` routes, an update's `enabled`, the auto-disable job):
-    /// enabling resumes its held deliveries; either way the tenant's system endpoints hear of
-    /// it.
-    pub async fn endpoint_state_changed(
+    /// What follows an endpoint's change of enabled state: enabling resumes its held
+    /// deliveries; either way the tenant's system endpoints hear of it.
+    async fn endpoint_state_changed(
         &self,
         before: &Endpoint,
         after: &Endpoint,
@@ -132,9 +152,8 @@ impl Engine {
         }
     }
 
-    /// Makes the endpoint's held deliveries pending and forgets its failure streak.
+    /// Makes the endpoint's held deliveries pending.
     async fn resume_endpoint(&self, endpoint: &Endpoint) -> Result<u64, StoreError> {
-        self.store.reset_failure_streak(&endpoint.id).await?;
         let resumed = self.store.resume_held(&endpoint.id, now_millis()).await?;
         if resumed > 0 {
             self.dispatcher.note_backlog();
@@ -171,7 +190,23 @@ impl Engine {
             let Some(current) = self.store.directory().endpoint(&candidate.endpoint_id) else {
                 continue;
             };
-            if current.spec.enabled {
+            if !current.spec.enabled {
+                continue;
+            }
+            // The streak is read again now that the state is known: an enable that came
+            // between the two reads forgot the streak before it stored the endpoint enabled,
+            // so a streak still standing here is one the endpoint earned while enabled.
+            let still_failing = self
+                .store
+                .health(std::slice::from_ref(&candidate.endpoint_id), now_millis())
+                .await?
+                .into_iter()
+                .any(|h| {
+                    h.failing_since_ms.is_some_and(|since| since <= before)
+                        && h.consecutive_failures
+                            >= u64::from(self.config.delivery.disable_min_attempts)
+                });
+            if still_failing {
                 self.set_enabled(&current, false, DisableReason::Failing, Some(&candidate))
                     .await?;
                 disabled += 1;

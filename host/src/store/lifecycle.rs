@@ -11,6 +11,16 @@ pub const HEALTH_BUCKET_MS: i64 = 5 * 60 * 1000;
 /// Health buckets are kept this long (the day's rate needs a day of them).
 pub const HEALTH_KEPT_MS: i64 = 25 * 3600 * 1000;
 
+/// The ids of the endpoints that have held deliveries, as the common table `held(id)` (the last
+/// row is NULL): a skip scan of the `deliveries_held` index, one probe per such endpoint however
+/// many deliveries it holds. The same SQL on every backend.
+pub(crate) const HELD_ENDPOINTS: &str = "WITH RECURSIVE held(id) AS (
+       SELECT (SELECT min(endpoint_id) FROM deliveries WHERE status = 'held')
+       UNION ALL
+       SELECT (SELECT min(endpoint_id) FROM deliveries
+               WHERE status = 'held' AND endpoint_id > held.id)
+       FROM held WHERE held.id IS NOT NULL)";
+
 /// How an endpoint's attempts went, as the API shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct EndpointHealth {

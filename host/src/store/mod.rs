@@ -38,6 +38,7 @@ use std::sync::{Arc, RwLock};
 pub use catalog::{RecoverBatch, RecoverRequest, StoredCatalog, StoredEventType};
 pub use directory::{Directory, Subscribers};
 pub use error::StoreError;
+pub(crate) use lifecycle::HELD_ENDPOINTS;
 pub use lifecycle::{
     EndpointHealth, FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HealthDelta, PruneBatch,
     PruneCounts, PruneRequest, StoredHealth, add_to_bucket,
@@ -120,12 +121,23 @@ pub trait Backend: Send + Sync + 'static {
     /// Marks a delivery dead without an attempt (its endpoint is gone); clears its lease.
     async fn mark_dead(&self, delivery_id: &str, reason: &str) -> Result<(), StoreError>;
 
-    /// Holds a pending delivery without an attempt (its endpoint is disabled); clears its lease.
-    async fn hold_delivery(&self, delivery_id: &str) -> Result<(), StoreError>;
+    /// Holds a pending delivery of `endpoint_id` without an attempt while that endpoint is
+    /// stored disabled; clears its lease. `false` when it was not held (the endpoint is
+    /// enabled by now, or the delivery is no longer pending). A hold and an enable are
+    /// ordered: a delivery held before the endpoint is stored enabled is resumed by the
+    /// enable's [`Backend::resume_held`]; a hold after it sees the endpoint enabled.
+    async fn hold_delivery(&self, delivery_id: &str, endpoint_id: &str)
+    -> Result<bool, StoreError>;
 
     /// Makes the endpoint's held deliveries pending, due at `now_ms` (claimed in order of
     /// creation); returns how many.
     async fn resume_held(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Makes pending, due at `now_ms`, the held deliveries of every endpoint stored enabled;
+    /// returns how many. Held deliveries of an enabled endpoint are left by a crash between
+    /// an enable and its resume, or by an ingest that read the endpoint disabled while it was
+    /// being enabled; the periodic jobs send them on with this.
+    async fn resume_stranded(&self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Puts a delivered or dead delivery back in the queue (replay), starting a new retry round,
     /// leased to `lease.owner`. `Conflict` while it is still pending.

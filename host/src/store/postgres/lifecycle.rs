@@ -4,8 +4,8 @@ use super::error::OrStore;
 use super::pool::Db;
 use crate::model::now_unix;
 use crate::store::{
-    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HealthDelta, Lease, PruneBatch, PruneCounts,
-    PruneRequest, StoreError, StoredHealth,
+    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HELD_ENDPOINTS, HealthDelta, Lease,
+    PruneBatch, PruneCounts, PruneRequest, StoreError, StoredHealth,
 };
 
 fn count(n: u64) -> i64 {
@@ -16,20 +16,35 @@ fn uncount(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// Holds a pending delivery (its endpoint is disabled): no attempt, no lease, no due time.
-pub(super) async fn hold(db: &Db, delivery_id: &str) -> Result<(), StoreError> {
+/// Holds a pending delivery while its endpoint is stored disabled: no attempt, no lease, no due
+/// time. `false` when it was not held (the endpoint is enabled by now, or the delivery is no
+/// longer pending).
+///
+/// The endpoint's row is locked for share, so the hold and an enable are ordered: an enable
+/// committed first is seen (the lock re-reads the row), and one that comes after waits for the
+/// hold to commit and then resumes what it held. A node whose directory has not yet heard of
+/// the enable therefore cannot leave a delivery held on an enabled endpoint.
+pub(super) async fn hold(
+    db: &Db,
+    delivery_id: &str,
+    endpoint_id: &str,
+) -> Result<bool, StoreError> {
     let client = db.get().await?;
-    client
+    let held = client
         .execute(
-            "UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = $2,
+            "WITH disabled AS (
+                 SELECT 1 FROM endpoints
+                 WHERE id = $2 AND spec::jsonb -> 'enabled' = 'false'::jsonb
+                 FOR SHARE)
+             UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = $3,
                  lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND status = 'pending'",
-            &[&delivery_id, &now_unix()],
+             WHERE id = $1 AND status = 'pending' AND EXISTS (SELECT 1 FROM disabled)",
+            &[&delivery_id, &endpoint_id, &now_unix()],
         )
         .await
         .db()?;
     db.committed(1);
-    Ok(())
+    Ok(held > 0)
 }
 
 /// Makes the endpoint's held deliveries pending, due at `now_ms` (claimed in order of id, the
@@ -41,11 +56,54 @@ pub(super) async fn resume_held(
 ) -> Result<u64, StoreError> {
     let mut client = db.get().await?;
     let tx = client.transaction().await.db()?;
+    let resumed = resume(&tx, &[endpoint_id.to_string()], now_ms).await?;
+    tx.commit().await.db()?;
+    db.committed(1);
+    Ok(resumed)
+}
+
+/// The endpoints stored enabled that have held deliveries, their rows locked for share (an
+/// endpoint being disabled meanwhile is then seen disabled, and keeps its held deliveries).
+static STRANDED_ENDPOINTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{HELD_ENDPOINTS} SELECT e.id FROM held JOIN endpoints e ON e.id = held.id
+         WHERE coalesce(e.spec::jsonb -> 'enabled', 'true'::jsonb) <> 'false'::jsonb
+         FOR SHARE OF e"
+    )
+});
+
+/// See [`crate::store::Backend::resume_stranded`].
+pub(super) async fn resume_stranded(db: &Db, now_ms: i64) -> Result<u64, StoreError> {
+    let mut client = db.get().await?;
+    let tx = client.transaction().await.db()?;
+    let stranded: Vec<String> = tx
+        .query(STRANDED_ENDPOINTS.as_str(), &[])
+        .await
+        .db()?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let resumed = resume(&tx, &stranded, now_ms).await?;
+    tx.commit().await.db()?;
+    db.committed(1);
+    Ok(resumed)
+}
+
+/// Makes the held deliveries of these endpoints pending, due at `now_ms`, and wakes the nodes
+/// when there were any (at the commit of `tx`).
+async fn resume(
+    tx: &tokio_postgres::Transaction<'_>,
+    endpoint_ids: &[String],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    if endpoint_ids.is_empty() {
+        return Ok(0);
+    }
     let resumed = tx
         .execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, updated_at = $3
-             WHERE endpoint_id = $1 AND status = 'held'",
-            &[&endpoint_id, &now_ms, &now_unix()],
+             WHERE endpoint_id = ANY($1) AND status = 'held'",
+            &[&endpoint_ids, &now_ms, &now_unix()],
         )
         .await
         .db()?;
@@ -54,8 +112,6 @@ pub(super) async fn resume_held(
             .await
             .db()?;
     }
-    tx.commit().await.db()?;
-    db.committed(1);
     Ok(resumed)
 }
 

@@ -200,12 +200,20 @@ impl Backend for PostgresBackend {
         queue::mark_dead(&self.db, delivery_id, reason).await
     }
 
-    async fn hold_delivery(&self, delivery_id: &str) -> Result<(), StoreError> {
-        lifecycle::hold(&self.db, delivery_id).await
+    async fn hold_delivery(
+        &self,
+        delivery_id: &str,
+        endpoint_id: &str,
+    ) -> Result<bool, StoreError> {
+        lifecycle::hold(&self.db, delivery_id, endpoint_id).await
     }
 
     async fn resume_held(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         lifecycle::resume_held(&self.db, endpoint_id, now_ms).await
+    }
+
+    async fn resume_stranded(&self, now_ms: i64) -> Result<u64, StoreError> {
+        lifecycle::resume_stranded(&self.db, now_ms).await
     }
 
     async fn add_health(&self, deltas: &[HealthDelta]) -> Result<(), StoreError> {

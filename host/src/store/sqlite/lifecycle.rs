@@ -5,21 +5,30 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::connection::OrStore;
 use crate::model::now_unix;
 use crate::store::{
-    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HealthDelta, Lease, PruneCounts,
-    PruneRequest, StoreError, StoredHealth,
+    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HELD_ENDPOINTS, HealthDelta, Lease,
+    PruneCounts, PruneRequest, StoreError, StoredHealth,
 };
 
-/// Holds a pending delivery (its endpoint is disabled): no attempt, no lease, no due time.
-pub(super) fn hold(conn: &Connection, delivery_id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = ?2,
-           lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = ?1 AND status = 'pending'",
-    )
-    .db()?
-    .execute(params![delivery_id, now_unix()])
-    .db()?;
-    Ok(())
+/// Holds a pending delivery while its endpoint is stored disabled: no attempt, no lease, no due
+/// time. `false` when it was not held (the endpoint is enabled by now, or the delivery is no
+/// longer pending). Writes are serialised, so a hold either comes before the enable, whose
+/// resume then takes it, or sees the endpoint enabled.
+pub(super) fn hold(
+    conn: &Connection,
+    delivery_id: &str,
+    endpoint_id: &str,
+) -> Result<bool, StoreError> {
+    let held = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = ?3,
+               lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?1 AND status = 'pending' AND EXISTS (
+               SELECT 1 FROM endpoints WHERE id = ?2 AND json_extract(spec, '$.enabled') = 0)",
+        )
+        .db()?
+        .execute(params![delivery_id, endpoint_id, now_unix()])
+        .db()?;
+    Ok(held > 0)
 }
 
 /// Makes the endpoint's held deliveries pending, all due at `now_ms`: claims take equal due
@@ -39,6 +48,30 @@ pub(super) fn resume_held(
         .execute(params![endpoint_id, now_ms, now_unix()])
         .db()?;
     Ok(resumed as u64)
+}
+
+/// The endpoints stored enabled that have held deliveries.
+static STRANDED_ENDPOINTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{HELD_ENDPOINTS} SELECT e.id FROM held JOIN endpoints e ON e.id = held.id
+         WHERE coalesce(json_extract(e.spec, '$.enabled'), 1) != 0"
+    )
+});
+
+/// See [`crate::store::Backend::resume_stranded`].
+pub(super) fn resume_stranded(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
+    let stranded: Vec<String> = conn
+        .prepare_cached(&STRANDED_ENDPOINTS)
+        .db()?
+        .query_map([], |r| r.get(0))
+        .db()?
+        .collect::<Result<_, _>>()
+        .db()?;
+    let mut resumed = 0;
+    for endpoint_id in &stranded {
+        resumed += resume_held(conn, endpoint_id, now_ms)?;
+    }
+    Ok(resumed)
 }
 
 /// Adds each delta to its endpoint's health row and buckets.

@@ -225,14 +225,24 @@ impl Backend for SqliteBackend {
             .await
     }
 
-    async fn hold_delivery(&self, delivery_id: &str) -> Result<(), StoreError> {
-        let id = delivery_id.to_string();
-        self.write(move |conn| lifecycle::hold(conn, &id)).await
+    async fn hold_delivery(
+        &self,
+        delivery_id: &str,
+        endpoint_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, endpoint) = (delivery_id.to_string(), endpoint_id.to_string());
+        self.write(move |conn| lifecycle::hold(conn, &id, &endpoint))
+            .await
     }
 
     async fn resume_held(&self, endpoint_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         let id = endpoint_id.to_string();
         self.write(move |conn| lifecycle::resume_held(conn, &id, now_ms))
+            .await
+    }
+
+    async fn resume_stranded(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| lifecycle::resume_stranded(conn, now_ms))
             .await
     }
 
