@@ -17,8 +17,8 @@ use wasmhook::config::Synchronous;
 use wasmhook::model::{DeliveryStatus, Endpoint, EndpointSpec, Tenant, new_id, now_millis};
 use wasmhook::secrets::{MasterKey, Sealer};
 use wasmhook::store::{
-    AttemptRecord, ClaimRequest, IngestOutcome, IngestRequest, KeyInsert, Lease, NewEvent, Notice,
-    OpenOptions, PendingDelivery, PruneRequest, Store, StoreError, StoreLocation,
+    AttemptRecord, ClaimRequest, HoldOutcome, IngestOutcome, IngestRequest, KeyInsert, Lease,
+    NewEvent, Notice, OpenOptions, PendingDelivery, PruneRequest, Store, StoreError, StoreLocation,
     StoredClientCertificate, StoredPlugin, StoredSigningKey,
 };
 
@@ -703,18 +703,20 @@ async fn holds_follow_the_stored_endpoint_state_and_stranded_holds_resume(kind: 
     let (first, second) = (to("ep_0")[0], to("ep_0")[1]);
 
     // ep_0 is stored disabled: its delivery is held; ep_1 is enabled: its delivery is not.
-    assert!(
-        node.store
-            .hold_delivery(&first.delivery_id, "ep_0")
-            .await
-            .unwrap()
+    let hold = |delivery: &PendingDelivery, endpoint: &'static str| {
+        let id = delivery.delivery_id.clone();
+        let store = &node.store;
+        async move { store.hold_delivery(&id, endpoint).await.unwrap() }
+    };
+    assert_eq!(hold(first, "ep_0").await, HoldOutcome::Held);
+    assert_eq!(
+        hold(first, "ep_0").await,
+        HoldOutcome::NotPending,
+        "held already"
     );
-    assert!(
-        !node
-            .store
-            .hold_delivery(&to("ep_1")[0].delivery_id, "ep_1")
-            .await
-            .unwrap()
+    assert_eq!(
+        hold(to("ep_1")[0], "ep_1").await,
+        HoldOutcome::EndpointEnabled
     );
     assert_eq!(
         node.delivery_status(to("ep_1")[0]).await.0,
@@ -731,12 +733,9 @@ async fn holds_follow_the_stored_endpoint_state_and_stranded_holds_resume(kind: 
         .put_endpoint(endpoint("ep_0"), &[])
         .await
         .unwrap();
-    assert!(
-        !node
-            .store
-            .hold_delivery(&second.delivery_id, "ep_0")
-            .await
-            .unwrap(),
+    assert_eq!(
+        hold(second, "ep_0").await,
+        HoldOutcome::EndpointEnabled,
         "a hold after the enable is refused"
     );
     assert_eq!(

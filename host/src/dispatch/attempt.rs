@@ -9,7 +9,7 @@ use super::{Dispatcher, Job};
 use crate::http::Received;
 use crate::model::{DeliveryStatus, Endpoint, now_millis, now_unix};
 use crate::plugins::{CallContext, HttpRequest};
-use crate::store::AttemptRecord;
+use crate::store::{AttemptRecord, HoldOutcome};
 
 /// What one attempt came to.
 pub(super) struct AttemptResult {
@@ -164,8 +164,8 @@ impl Dispatcher {
             .hold_delivery(&delivery.delivery_id, &delivery.endpoint_id)
             .await
         {
-            Ok(true) => self.let_go(),
-            Ok(false) => {
+            Ok(HoldOutcome::Held | HoldOutcome::NotPending) => self.let_go(),
+            Ok(HoldOutcome::EndpointEnabled) => {
                 tracing::debug!(delivery = %delivery.delivery_id, "not held: its endpoint is enabled in the store; trying again");
                 let due = now_millis() + HOLD_RECHECK.as_millis() as i64;
                 self.reschedule(job, due);

@@ -122,12 +122,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn mark_dead(&self, delivery_id: &str, reason: &str) -> Result<(), StoreError>;
 
     /// Holds a pending delivery of `endpoint_id` without an attempt while that endpoint is
-    /// stored disabled; clears its lease. `false` when it was not held (the endpoint is
-    /// enabled by now, or the delivery is no longer pending). A hold and an enable are
-    /// ordered: a delivery held before the endpoint is stored enabled is resumed by the
-    /// enable's [`Backend::resume_held`]; a hold after it sees the endpoint enabled.
-    async fn hold_delivery(&self, delivery_id: &str, endpoint_id: &str)
-    -> Result<bool, StoreError>;
+    /// stored disabled; clears its lease. A hold and an enable are ordered: a delivery held
+    /// before the endpoint is stored enabled is resumed by the enable's
+    /// [`Backend::resume_held`]; a hold after it sees the endpoint enabled.
+    async fn hold_delivery(
+        &self,
+        delivery_id: &str,
+        endpoint_id: &str,
+    ) -> Result<HoldOutcome, StoreError>;
 
     /// Makes the endpoint's held deliveries pending, due at `now_ms` (claimed in order of
     /// creation); returns how many.

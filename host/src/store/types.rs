@@ -100,6 +100,17 @@ pub enum IngestOutcome {
     Replayed(serde_json::Value),
 }
 
+/// What asking the store to hold a delivery came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Held: its endpoint is stored disabled.
+    Held,
+    /// Not held: the delivery is pending but its endpoint is stored enabled (by now).
+    EndpointEnabled,
+    /// Not held: the delivery is no longer pending (delivered, dead, held already, or gone).
+    NotPending,
+}
+
 /// What to claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {

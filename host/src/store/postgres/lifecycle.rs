@@ -4,8 +4,8 @@ use super::error::OrStore;
 use super::pool::Db;
 use crate::model::now_unix;
 use crate::store::{
-    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HELD_ENDPOINTS, HealthDelta, Lease,
-    PruneBatch, PruneCounts, PruneRequest, StoreError, StoredHealth,
+    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HELD_ENDPOINTS, HealthDelta, HoldOutcome,
+    Lease, PruneBatch, PruneCounts, PruneRequest, StoreError, StoredHealth,
 };
 
 fn count(n: u64) -> i64 {
@@ -17,8 +17,7 @@ fn uncount(n: i64) -> u64 {
 }
 
 /// Holds a pending delivery while its endpoint is stored disabled: no attempt, no lease, no due
-/// time. `false` when it was not held (the endpoint is enabled by now, or the delivery is no
-/// longer pending).
+/// time.
 ///
 /// The endpoint's row is locked for share, so the hold and an enable are ordered: an enable
 /// committed first is seen (the lock re-reads the row), and one that comes after waits for the
@@ -28,7 +27,7 @@ pub(super) async fn hold(
     db: &Db,
     delivery_id: &str,
     endpoint_id: &str,
-) -> Result<bool, StoreError> {
+) -> Result<HoldOutcome, StoreError> {
     let client = db.get().await?;
     let held = client
         .execute(
@@ -44,7 +43,22 @@ pub(super) async fn hold(
         .await
         .db()?;
     db.committed(1);
-    Ok(held > 0)
+    if held > 0 {
+        return Ok(HoldOutcome::Held);
+    }
+    let pending = client
+        .query_opt(
+            "SELECT 1 FROM deliveries WHERE id = $1 AND status = 'pending'",
+            &[&delivery_id],
+        )
+        .await
+        .db()?
+        .is_some();
+    Ok(if pending {
+        HoldOutcome::EndpointEnabled
+    } else {
+        HoldOutcome::NotPending
+    })
 }
 
 /// Makes the endpoint's held deliveries pending, due at `now_ms` (claimed in order of id, the

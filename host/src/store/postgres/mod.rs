@@ -204,7 +204,7 @@ impl Backend for PostgresBackend {
         &self,
         delivery_id: &str,
         endpoint_id: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<crate::store::HoldOutcome, StoreError> {
         lifecycle::hold(&self.db, delivery_id, endpoint_id).await
     }
 

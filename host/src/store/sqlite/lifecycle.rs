@@ -5,19 +5,18 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::connection::OrStore;
 use crate::model::now_unix;
 use crate::store::{
-    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HELD_ENDPOINTS, HealthDelta, Lease,
-    PruneCounts, PruneRequest, StoreError, StoredHealth,
+    FailingEndpoint, HEALTH_BUCKET_MS, HEALTH_KEPT_MS, HELD_ENDPOINTS, HealthDelta, HoldOutcome,
+    Lease, PruneCounts, PruneRequest, StoreError, StoredHealth,
 };
 
 /// Holds a pending delivery while its endpoint is stored disabled: no attempt, no lease, no due
-/// time. `false` when it was not held (the endpoint is enabled by now, or the delivery is no
-/// longer pending). Writes are serialised, so a hold either comes before the enable, whose
+/// time. Writes are serialised, so a hold either comes before the enable, whose
 /// resume then takes it, or sees the endpoint enabled.
 pub(super) fn hold(
     conn: &Connection,
     delivery_id: &str,
     endpoint_id: &str,
-) -> Result<bool, StoreError> {
+) -> Result<HoldOutcome, StoreError> {
     let held = conn
         .prepare_cached(
             "UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = ?3,
@@ -28,7 +27,19 @@ pub(super) fn hold(
         .db()?
         .execute(params![delivery_id, endpoint_id, now_unix()])
         .db()?;
-    Ok(held > 0)
+    if held > 0 {
+        return Ok(HoldOutcome::Held);
+    }
+    let pending = conn
+        .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1 AND status = 'pending'")
+        .db()?
+        .exists([delivery_id])
+        .db()?;
+    Ok(if pending {
+        HoldOutcome::EndpointEnabled
+    } else {
+        HoldOutcome::NotPending
+    })
 }
 
 /// Makes the endpoint's held deliveries pending, all due at `now_ms`: claims take equal due

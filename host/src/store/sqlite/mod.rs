@@ -229,7 +229,7 @@ impl Backend for SqliteBackend {
         &self,
         delivery_id: &str,
         endpoint_id: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<crate::store::HoldOutcome, StoreError> {
         let (id, endpoint) = (delivery_id.to_string(), endpoint_id.to_string());
         self.write(move |conn| lifecycle::hold(conn, &id, &endpoint))
             .await
