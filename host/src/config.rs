@@ -490,7 +490,11 @@ impl Config {
                 reason: e.to_string(),
             });
         }
-        if self.retention.batch_size == 0 || self.retention.batch_size > 100_000 {
+        if self
+            .retention
+            .batch_size
+            .is_some_and(|n| n == 0 || n > 100_000)
+        {
             return invalid("retention.batch_size", "must be between 1 and 100000");
         }
         if self.jobs.interval < Duration::from_millis(100) {

@@ -414,7 +414,7 @@ async fn retention_prunes_what_is_past_its_window_and_a_dry_run_only_counts() {
         c.retention.delivered = Duration::from_secs(1);
         c.retention.dead = Duration::from_secs(3600);
         c.retention.idempotency_keys = Duration::from_secs(1);
-        c.retention.batch_size = 2; // several batches
+        c.retention.batch_size = Some(2); // several batches
     })
     .await;
     let (tenant, _) = engine.tenant("acme").await;

@@ -25,13 +25,34 @@ pub struct RetentionConfig {
     /// Idempotency keys are remembered this long (a repeat after that is a new request).
     #[serde(with = "humantime_serde")]
     pub idempotency_keys: Duration,
-    /// Events deleted in one transaction at most, so the writer is never held for long.
-    pub batch_size: usize,
+    /// Events deleted in one transaction at most, so the writer is never held for long. Unset:
+    /// [`DEFAULT_BATCH_SQLITE`] on SQLite (where the batch is found at once and deleted 20 per
+    /// write), [`DEFAULT_BATCH_POSTGRES`] on PostgreSQL (whose deletes hold no writer).
+    pub batch_size: Option<usize>,
     /// Pause between two batches.
     #[serde(with = "humantime_serde")]
     pub batch_pause: Duration,
     /// Per-tenant overrides of `delivered` and `dead`, by tenant id.
     pub tenants: BTreeMap<String, TenantRetention>,
+}
+
+/// Retention's batch on SQLite when `retention.batch_size` is unset.
+pub const DEFAULT_BATCH_SQLITE: usize = 200;
+
+/// Retention's batch on PostgreSQL when `retention.batch_size` is unset. Measured in the soak
+/// (5,000 events/s ingested and pruned on 2 cores): with batches of 200 the pruner fell behind
+/// in 4 of 6 rounds (the database at 1.8× its middle), with 1,000 it kept up in all 6.
+pub const DEFAULT_BATCH_POSTGRES: usize = 1000;
+
+impl RetentionConfig {
+    /// The batch size retention uses on a store that is `shared` (PostgreSQL) or not (SQLite).
+    pub fn batch_size_on(&self, shared: bool) -> usize {
+        self.batch_size.unwrap_or(if shared {
+            DEFAULT_BATCH_POSTGRES
+        } else {
+            DEFAULT_BATCH_SQLITE
+        })
+    }
 }
 
 /// A tenant's own retention windows (unset: the engine's).
@@ -53,7 +74,7 @@ impl Default for RetentionConfig {
             delivered: 30 * DAY,
             dead: 90 * DAY,
             idempotency_keys: 7 * DAY,
-            batch_size: 200,
+            batch_size: None,
             batch_pause: Duration::from_millis(1),
             tenants: BTreeMap::new(),
         }

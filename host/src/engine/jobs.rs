@@ -127,7 +127,8 @@ impl Engine {
 }
 
 /// Deletes (or, with `dry_run`, counts) everything of `store` past its retention window, in
-/// batches of `retention.batch_size` with `retention.batch_pause` between them; tenants with
+/// batches of `retention.batch_size` (by default per backend, see
+/// [`RetentionConfig::batch_size_on`]) with `retention.batch_pause` between them; tenants with
 /// their own windows (`retention.tenants`) are done with those.
 pub async fn prune(
     store: &Store,
@@ -135,6 +136,7 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<PruneCounts, StoreError> {
     let now = now_unix();
+    let batch_size = retention.batch_size_on(store.shared());
     let before = |window: Duration| now - i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
     let mut total = PruneCounts::default();
     let overrides: Vec<String> = retention.tenants.keys().cloned().collect();
@@ -157,7 +159,7 @@ pub async fn prune(
             delivered_before,
             dead_before,
             after: None,
-            limit: retention.batch_size,
+            limit: batch_size,
             dry_run,
         };
         loop {
@@ -184,12 +186,11 @@ pub async fn prune(
     let keys_before = before(retention.idempotency_keys);
     loop {
         let counts = store
-            .prune_keys(keys_before, now_millis(), retention.batch_size, dry_run)
+            .prune_keys(keys_before, now_millis(), batch_size, dry_run)
             .await?;
         total.idempotency_keys += counts.idempotency_keys;
         total.health_buckets += counts.health_buckets;
-        let full =
-            counts.idempotency_keys.max(counts.health_buckets) >= retention.batch_size as u64;
+        let full = counts.idempotency_keys.max(counts.health_buckets) >= batch_size as u64;
         if dry_run || !full {
             break;
         }

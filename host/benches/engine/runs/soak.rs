@@ -31,7 +31,10 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         ..
     } = bench;
     let settings = &*settings;
-    if !settings.wants("soak") {
+    // `soak` runs both backends; `soak.sqlite` or `soak.pg` one of them.
+    let on_sqlite = settings.wants("soak") || settings.wants("soak.sqlite");
+    let on_postgres = settings.wants("soak") || settings.wants("soak.pg");
+    if !on_sqlite && !on_postgres {
         return Ok(());
     }
     let rounds = settings.scaled(3, 1) as usize;
@@ -40,9 +43,16 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
         "9. soak: ingest and deliver at 5,000/s, without and with the pruner, {rounds} interleaved round(s)"
     );
     let url = sink.url();
-    let (without, with) = run_rounds(settings, &url, rounds, None).await?;
-    add_rows(report, "soak", "9. soak", &without, &with);
-    let mut details = json!({"without": without, "with": with});
+    let mut details = json!({});
+    if on_sqlite {
+        let (without, with) = run_rounds(settings, &url, rounds, None).await?;
+        add_rows(report, "soak", "9. soak", &without, &with);
+        details = json!({"without": without, "with": with});
+    }
+    if !on_postgres {
+        report.details.insert("soak".into(), details);
+        return Ok(());
+    }
 
     // The same on PostgreSQL: a throwaway server, a fresh database per run.
     let log = settings.out_dir.join("logs").join("postgres-soak.log");
@@ -237,15 +247,21 @@ async fn run_soak(
         (false, true) => "soak-pg-no-pruner",
     };
     let extra_config = if pruner {
-        "[retention]\nenabled = true\ndelivered = \"2s\"\n\n\
+        // Settings to try, as TOML lines of `[retention]` (`\n` between them).
+        let trying = std::env::var("WASMHOOK_BENCH_SOAK_RETENTION")
+            .unwrap_or_default()
+            .replace("\\n", "\n");
+        format!(
+            "[retention]\nenabled = true\ndelivered = \"2s\"\n{trying}\n\n\
          [jobs]\ninterval = \"1s\"\nlease_ttl = \"5s\"\n"
+        )
     } else {
-        "[retention]\nenabled = false\n"
+        "[retention]\nenabled = false\n".to_string()
     };
     let engine = EngineProc::start(
         settings,
         EngineOptions {
-            extra_config: extra_config.into(),
+            extra_config,
             store: store.as_ref().map(|(_, _, url)| url.clone()),
             ..EngineOptions::new(label)
         },
