@@ -587,4 +587,27 @@ mod tests {
         let err = Config::from_toml("[delivery]\nretry_schedule = [\"soon\"]\n").unwrap_err();
         assert!(err.contains("soon"), "{err}");
     }
+
+    #[test]
+    fn retention_batch_defaults_per_backend_and_a_set_one_applies_to_both() {
+        let unset = Config::from_toml("[retention]\ndelivered = \"1d\"\n").unwrap();
+        assert_eq!(unset.retention.batch_size, None);
+        assert_eq!(
+            unset.retention.batch_size_on(false),
+            lifecycle::DEFAULT_BATCH_SQLITE
+        );
+        assert_eq!(
+            unset.retention.batch_size_on(true),
+            lifecycle::DEFAULT_BATCH_POSTGRES
+        );
+        let set = Config::from_toml("[retention]\nbatch_size = 50\n").unwrap();
+        assert_eq!(set.retention.batch_size_on(false), 50);
+        assert_eq!(set.retention.batch_size_on(true), 50);
+        for bad in ["0", "100001"] {
+            let err = Config::from_toml(&format!("[retention]\nbatch_size = {bad}\n"))
+                .and_then(|c| c.validate().map_err(|e| e.to_string()))
+                .unwrap_err();
+            assert!(err.contains("retention.batch_size"), "{bad}: {err}");
+        }
+    }
 }

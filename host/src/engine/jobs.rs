@@ -1,7 +1,8 @@
 //! The periodic jobs: retention, auto-disable of failing endpoints, resuming deliveries left
-//! held on enabled endpoints, client certificate expiry warnings. Every `jobs.interval` each node asks the store for the jobs' lease; the one that
-//! holds it (renewed by each run, lapsing after `jobs.lease_ttl` when its node dies) runs them,
-//! so in a cluster one node does them at a time.
+//! held on enabled endpoints, client certificate expiry warnings. Every `jobs.interval` each
+//! node asks the store for the jobs' lease; the one that holds it (renewed by each run, lapsing
+//! after `jobs.lease_ttl` when its node dies) runs them, so in a cluster one node does them at
+//! a time.
 
 use std::sync::Weak;
 use std::time::Duration;
