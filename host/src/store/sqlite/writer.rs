@@ -6,11 +6,12 @@
 //! N concurrent ingests costs one fsync, not N, and nobody is told "accepted" before the data is
 //! durable.
 //!
-//! Background writes (retention's deletes, [`Writer::write_background`]) never join a group:
-//! they wait while other writes are queued and run alone, in their own transaction, when the
-//! queue is empty, or once they have waited [`BACKGROUND_MAX_WAIT`] (so they make progress under
-//! any load). An ingest is then held up by at most one small
-//! background write, never by a group that grew with one.
+//! Background writes (retention's deletes, [`Writer::write_background`]) never join a group
+//! that is waiting: they wait while other writes are queued and start a transaction of their
+//! own when the queue is empty, or once they have waited [`BACKGROUND_MAX_WAIT`] (so they make
+//! progress under any load). The writes that queue while one runs then join its commit instead
+//! of waiting for a commit of its own after it. An ingest is so held up by at most one small
+//! background write, never by a group that grew with one, nor by a commit that is not its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,10 +231,28 @@ fn run(
             && let Some((_, job)) = deferred.pop_front()
         {
             if !batch.is_empty() {
-                commit_group(&conn, &mut batch, &mut completions, counters);
+                commit_group(&conn, &mut batch, &mut completions, counters, || None);
             }
             batch.push(job);
-            commit_group(&conn, &mut batch, &mut completions, counters);
+            // What queued while the background write ran joins its commit (up to a group).
+            let mut room = max_batch.saturating_sub(1);
+            let joining = || {
+                while room > 0 && open {
+                    match receiver.try_recv() {
+                        Ok(queued) if queued.background => {
+                            deferred.push_back((std::time::Instant::now(), queued.job));
+                        }
+                        Ok(queued) => {
+                            room -= 1;
+                            return Some(queued.job);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => return None,
+                        Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                    }
+                }
+                None
+            };
+            commit_group(&conn, &mut batch, &mut completions, counters, joining);
             continue;
         }
         if batch.is_empty() {
@@ -242,20 +261,25 @@ fn run(
             }
             continue;
         }
-        commit_group(&conn, &mut batch, &mut completions, counters);
+        commit_group(&conn, &mut batch, &mut completions, counters, || None);
     }
 }
 
-/// Runs the writes of `batch` in one transaction, commits, and answers each.
+/// Runs the writes of `batch` in one transaction, then those `joining` hands over (until it
+/// has none), commits, and answers each.
 fn commit_group(
     conn: &Connection,
     batch: &mut Vec<Job>,
     completions: &mut Vec<Completion>,
     counters: &Counters,
+    mut joining: impl FnMut() -> Option<Job>,
 ) {
     let outcome = match exec(conn, "BEGIN IMMEDIATE") {
         Ok(()) => {
             completions.extend(batch.drain(..).map(|job| job(Some(conn))));
+            while let Some(job) = joining() {
+                completions.push(job(Some(conn)));
+            }
             exec(conn, "COMMIT").map_err(|e| {
                 let _ = conn.execute_batch("ROLLBACK");
                 StoreError::Commit(e.to_string())
@@ -278,5 +302,152 @@ fn commit_group(
     }
     for completion in completions.drain(..) {
         completion(outcome.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A writer on a fresh database file with one table, `t(v)`.
+    fn writer(dir: &tempfile::TempDir) -> (Writer, WriterThread) {
+        let conn = Connection::open(dir.path().join("w.sqlite3")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL);")
+            .unwrap();
+        Writer::start(conn, 16).unwrap()
+    }
+
+    fn insert(v: i64) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
+        move |conn| {
+            conn.execute("INSERT INTO t (v) VALUES (?1)", [v]).db()?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_queued_while_a_background_write_runs_join_its_commit_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut thread) = writer(&dir);
+        let (started_tx, started) = std_mpsc::channel();
+        let (release, release_rx) = std_mpsc::channel::<()>();
+        let background = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write_background(move |conn| {
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        insert(1)(conn)
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let before = writer.stats();
+        // Queued while the background write runs: one that succeeds, one that fails.
+        let (ok_tx, ok_rx) = oneshot::channel();
+        writer.submit(insert(2), move |r| ok_tx.send(r).unwrap());
+        let (bad_tx, bad_rx) = oneshot::channel();
+        writer.submit(
+            |conn: &Connection| {
+                conn.execute("INSERT INTO t (v) VALUES (NULL)", []).db()?;
+                Ok(())
+            },
+            move |r| bad_tx.send(r).unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        background.await.unwrap().unwrap();
+        ok_rx.await.unwrap().unwrap();
+        let err = bad_rx.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("NOT NULL"), "{err}");
+        let after = writer.stats();
+        assert_eq!(
+            (after.commits - before.commits, after.writes - before.writes),
+            (1, 3),
+            "the background write and the two queued during it share one commit"
+        );
+        let values: Vec<i64> = writer
+            .write(|conn| {
+                conn.prepare("SELECT v FROM t ORDER BY v")
+                    .db()?
+                    .query_map([], |r| r.get(0))
+                    .db()?
+                    .collect::<Result<_, _>>()
+                    .db()
+            })
+            .await
+            .unwrap();
+        assert_eq!(values, vec![1, 2], "the failing write rolled back alone");
+        drop(writer);
+        thread.join();
+    }
+
+    #[tokio::test]
+    async fn a_background_write_waits_for_queued_writes_and_commits_apart_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut thread) = writer(&dir);
+        // Hold the writer in a foreground write while a background and a foreground one queue.
+        let (started_tx, started) = std_mpsc::channel();
+        let (release, release_rx) = std_mpsc::channel::<()>();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |conn| {
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        insert(1)(conn)
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let background = tokio::spawn({
+            let (writer, order) = (writer.clone(), order.clone());
+            async move {
+                writer
+                    .write_background(move |conn| {
+                        order.lock().unwrap().push("background");
+                        insert(3)(conn)
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let foreground = tokio::spawn({
+            let (writer, order) = (writer.clone(), order.clone());
+            async move {
+                writer
+                    .write(move |conn| {
+                        order.lock().unwrap().push("foreground");
+                        insert(2)(conn)
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = writer.stats();
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        foreground.await.unwrap().unwrap();
+        background.await.unwrap().unwrap();
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["foreground", "background"],
+            "the background write waited for the write queued after it"
+        );
+        let after = writer.stats();
+        assert!(after.commits - before.commits >= 2, "{before:?} {after:?}");
+        drop(writer);
+        thread.join();
     }
 }
