@@ -8,7 +8,7 @@
 //! One run's p99 at 5,000/s on two shared cores swings by 100× from run to run (a stall of a few
 //! hundred milliseconds anywhere on the machine is the whole 1 %), so the two configurations are
 //! run in interleaved rounds (without/with, then with/without, …: drift over time hits both
-//! alike) and compared by their median p99.
+//! alike; five by default, `WASMHOOK_BENCH_SOAK_ROUNDS`) and compared by their median p99.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,14 @@ pub async fn section(bench: &mut Bench) -> anyhow::Result<()> {
     if !on_sqlite && !on_postgres {
         return Ok(());
     }
-    let rounds = settings.scaled(3, 1) as usize;
+    // Five rounds by default: with three, one configuration's median still moved the ratio
+    // between runs by more than any change measured (1.08–1.57× for one engine).
+    // `WASMHOOK_BENCH_SOAK_ROUNDS` sets another number.
+    let rounds = std::env::var("WASMHOOK_BENCH_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(settings.scaled(5, 1) as usize);
     progress!(
         settings,
         "9. soak: ingest and deliver at 5,000/s, without and with the pruner, {rounds} interleaved round(s)"
