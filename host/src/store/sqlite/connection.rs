@@ -26,42 +26,6 @@ impl<T> OrStore<T> for rusqlite::Result<T> {
     }
 }
 
-/// How many bytes of a transaction's sub-journal SQLite keeps in memory before it moves it to a
-/// temporary file (SQLite's default: 64 KiB).
-///
-/// The sub-journal keeps the original of every page a savepoint changes, and every write of a
-/// group commit runs in a savepoint of its own. Once retention frees pages, new rows reuse
-/// them, and a retention slice changes a few dozen pages itself: at 64 KiB most groups
-/// spilled, and each spill opened, wrote and at the commit closed a temporary file on the
-/// writer thread. Profiled in the soak (5,000 events/s with the pruner every second), that was
-/// a third of the writer time the pruner added. 4 MiB holds the sub-journal of any usual group
-/// in memory and still bounds it: a larger one (a batch of large events) spills as before.
-const SUBJOURNAL_IN_MEMORY: i32 = 4 << 20;
-
-/// Sets the process-wide SQLite options, once, before the first connection opens.
-fn configure_sqlite() {
-    static CONFIGURED: std::sync::Once = std::sync::Once::new();
-    CONFIGURED.call_once(|| {
-        // SAFETY: `sqlite3_config` must run before SQLite is initialised and while no other
-        // thread uses SQLite; `Once` runs this before this process opens its first connection
-        // (`open_connection` is the only place connections are opened). Where SQLite was
-        // initialised already (by another library in the process), it refuses with
-        // SQLITE_MISUSE and changes nothing, which only costs the spill above.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL,
-                SUBJOURNAL_IN_MEMORY,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(
-                rc,
-                "SQLite was initialised already; its sub-journal spill stays at its default"
-            );
-        }
-    });
-}
-
 /// Opens `path` with `flags` and sets the per-connection pragmas (busy timeout, foreign keys,
 /// `synchronous`).
 pub(super) fn open_connection(
@@ -69,7 +33,6 @@ pub(super) fn open_connection(
     flags: OpenFlags,
     synchronous: Synchronous,
 ) -> Result<Connection, StoreError> {
-    configure_sqlite();
     let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
         location: path.display().to_string(),
         reason: e.to_string(),
