@@ -327,27 +327,42 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn writes_queued_while_a_background_write_runs_join_its_commit_and_fail_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, mut thread) = writer(&dir);
+    /// A write of `v` (background or not) that holds the writer from when it starts until the
+    /// returned sender is used; returns once it has started.
+    async fn holding_write(
+        writer: &Writer,
+        background: bool,
+        v: i64,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), StoreError>>,
+        std_mpsc::Sender<()>,
+    ) {
         let (started_tx, started) = std_mpsc::channel();
         let (release, release_rx) = std_mpsc::channel::<()>();
-        let background = tokio::spawn({
-            let writer = writer.clone();
-            async move {
-                writer
-                    .write_background(move |conn| {
-                        started_tx.send(()).unwrap();
-                        release_rx.recv().unwrap();
-                        insert(1)(conn)
-                    })
-                    .await
+        let op = move |conn: &Connection| {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            insert(v)(conn)
+        };
+        let writer = writer.clone();
+        let held = tokio::spawn(async move {
+            if background {
+                writer.write_background(op).await
+            } else {
+                writer.write(op).await
             }
         });
         tokio::task::spawn_blocking(move || started.recv().unwrap())
             .await
             .unwrap();
+        (held, release)
+    }
+
+    #[tokio::test]
+    async fn writes_queued_while_a_background_write_runs_join_its_commit_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut thread) = writer(&dir);
+        let (background, release) = holding_write(&writer, true, 1).await;
         let before = writer.stats();
         // Queued while the background write runs: one that succeeds, one that fails.
         let (ok_tx, ok_rx) = oneshot::channel();
@@ -393,24 +408,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut thread) = writer(&dir);
         // Hold the writer in a foreground write while a background and a foreground one queue.
-        let (started_tx, started) = std_mpsc::channel();
-        let (release, release_rx) = std_mpsc::channel::<()>();
+        let (first, release) = holding_write(&writer, false, 1).await;
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let first = tokio::spawn({
-            let writer = writer.clone();
-            async move {
-                writer
-                    .write(move |conn| {
-                        started_tx.send(()).unwrap();
-                        release_rx.recv().unwrap();
-                        insert(1)(conn)
-                    })
-                    .await
-            }
-        });
-        tokio::task::spawn_blocking(move || started.recv().unwrap())
-            .await
-            .unwrap();
         let background = tokio::spawn({
             let (writer, order) = (writer.clone(), order.clone());
             async move {
